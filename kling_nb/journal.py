@@ -1,0 +1,331 @@
+"""The journal: every generation this project paid for, in SQLite beside the videos.
+
+It answers one question before any money is spent: has this exact request been sent before,
+and what became of it? (runtime.Runtime acts on the answer.)
+
+    begin(identity)  ->  reuse      completed before: show the saved video, send nothing
+                         reattach   a task is in flight (this kernel or a dead one): poll it
+                         unknown    a submit was started but no task id was recorded (the
+                                    kernel died mid-submit, or the reply was lost): it may have
+                                    been billed, so it is never resubmitted automatically
+                         new        nothing usable (none, failed, or --force): a new row in
+                                    state 'submitting' is written before the POST is sent
+
+Two kernels (two processes) share one file safely: WAL mode, a busy timeout, and begin()
+runs in a BEGIN IMMEDIATE transaction, so two kernels running the same cell at once cannot
+both decide 'new'. Each thread uses its own connection (sqlite3 connections are not meant to
+be shared across threads). The body stored is the exact JSON sent; the key is never part of
+it (it travels only in a header).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .contract import FINAL_STATUSES
+from .status import TaskStatus
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS generations (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity      TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    name          TEXT,
+    label         TEXT NOT NULL DEFAULT '{}',
+    body          TEXT NOT NULL,
+    task_id       TEXT,
+    status        TEXT NOT NULL,
+    progress      INTEGER NOT NULL DEFAULT 0,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    url           TEXT,
+    expires_at    REAL,
+    video_path    TEXT,
+    video_sha256  TEXT,
+    error_code    TEXT,
+    error_message TEXT
+);
+CREATE INDEX IF NOT EXISTS generations_identity ON generations(identity, id);
+CREATE INDEX IF NOT EXISTS generations_name ON generations(name, id);
+CREATE TABLE IF NOT EXISTS events (
+    generation_id INTEGER NOT NULL REFERENCES generations(id),
+    at            REAL NOT NULL,
+    status        TEXT NOT NULL,
+    progress      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_generation ON events(generation_id);
+CREATE TABLE IF NOT EXISTS uploads (
+    sha256      TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    uploaded_at REAL NOT NULL,
+    expires_at  REAL
+);
+"""
+UPLOAD_MARGIN_S = 60.0  # never hand out an upload URL about to expire
+
+
+@dataclass(frozen=True)
+class Record:
+    id: int
+    identity: str
+    run_id: str
+    name: str | None
+    label: dict = field(default_factory=dict)
+    body: dict = field(default_factory=dict)
+    task_id: str | None = None
+    status: str = "submitting"
+    progress: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    url: str | None = None
+    expires_at: float | None = None
+    video_path: str | None = None
+    video_sha256: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def is_expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now if now is not None else time.time())
+
+    @property
+    def prompt_excerpt(self) -> str:
+        text = " ".join(str(self.body.get("prompt", "")).split())
+        return text if len(text) <= 60 else text[:59] + "…"
+
+
+_COLUMNS = [f for f in Record.__dataclass_fields__]
+
+
+class Journal:
+    def __init__(self, path: str | os.PathLike, *, clock=time.time):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        db = self._db()
+        with db:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- connections -------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE).
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            with self._all_lock:
+                self._all.append(db)
+        return db
+
+    def _write(self, sql_steps):
+        """Run `sql_steps(db)` in one IMMEDIATE transaction: all of it lands, or none."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = sql_steps(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for db in conns:
+            try:
+                db.close()
+            except sqlite3.ProgrammingError:  # made in another thread that is gone
+                pass
+        self._local = threading.local()
+
+    # -- the decision ------------------------------------------------------------------
+    def begin(
+        self,
+        identity: str,
+        body: dict,
+        *,
+        name: str | None = None,
+        label: dict | None = None,
+        force: bool = False,
+        run_id: str | None = None,
+        output_dir: Path | None = None,
+    ) -> tuple[str, Record]:
+        def steps(db):
+            if not force:
+                row = db.execute(
+                    "SELECT * FROM generations WHERE identity = ? ORDER BY id DESC LIMIT 1", (identity,)
+                ).fetchone()
+                if row is not None:
+                    record = _record(row)
+                    if record.status == "completed":
+                        return "reuse", record
+                    if record.status != "failed" and record.task_id:
+                        return "reattach", record
+                    if record.status in ("submitting", "unknown"):
+                        return "unknown", record
+            now = self._clock()
+            cur = db.execute(
+                "INSERT INTO generations (identity, run_id, name, label, body, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?)",
+                (identity, run_id or uuid.uuid4().hex, name, _json(label or {}), _json(body), now, now),
+            )
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, 'submitting', 0)", (cur.lastrowid, now)
+            )
+            return "new", self._get(db, cur.lastrowid)
+
+        return self._write(steps)
+
+    def latest(self, identity: str) -> Record | None:
+        row = self._db().execute(
+            "SELECT * FROM generations WHERE identity = ? ORDER BY id DESC LIMIT 1", (identity,)
+        ).fetchone()
+        return _record(row) if row else None
+
+    # -- what happened next ------------------------------------------------------------
+    def set_task(self, record_id: int, status: TaskStatus) -> Record:
+        return self.record_status(record_id, status)
+
+    def record_status(self, record_id: int, status: TaskStatus) -> Record:
+        def steps(db):
+            old = self._get(db, record_id)
+            now = self._clock()
+            db.execute(
+                "UPDATE generations SET task_id = ?, status = ?, progress = ?, url = COALESCE(?, url),"
+                " expires_at = COALESCE(?, expires_at), error_code = COALESCE(?, error_code),"
+                " error_message = COALESCE(?, error_message), updated_at = ? WHERE id = ?",
+                (
+                    status.id,
+                    status.status,
+                    status.progress,
+                    status.url,
+                    status.expires_at,
+                    None if status.error_code is None else str(status.error_code),
+                    status.error_message,
+                    now,
+                    record_id,
+                ),
+            )
+            if (old.status, old.progress) != (status.status, status.progress):
+                db.execute(
+                    "INSERT INTO events VALUES (?, ?, ?, ?)", (record_id, now, status.status, status.progress)
+                )
+            return self._get(db, record_id)
+
+        return self._write(steps)
+
+    def record_video(self, record_id: int, video_path: str, sha256: str) -> Record:
+        def steps(db):
+            db.execute(
+                "UPDATE generations SET video_path = ?, video_sha256 = ?, status = 'completed', progress = 100,"
+                " error_code = NULL, error_message = NULL, updated_at = ? WHERE id = ?",
+                (video_path, sha256, self._clock(), record_id),
+            )
+            return self._get(db, record_id)
+
+        return self._write(steps)
+
+    def record_error(self, record_id: int, code, message: str, *, final: bool = True) -> Record:
+        """final=True: the generation failed (a re-run submits again). final=False: the task
+        keeps its status (e.g. completed but not downloaded); the message is kept for the user."""
+
+        def steps(db):
+            old = self._get(db, record_id)
+            now = self._clock()
+            status = old.status
+            if final:
+                # A submit whose outcome is unknown stays distinguishable from a refusal.
+                status = "unknown" if (old.status == "submitting" and code == "submit_unknown") else "failed"
+            db.execute(
+                "UPDATE generations SET status = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ?",
+                (status, None if code is None else str(code), message, now, record_id),
+            )
+            if status != old.status:
+                db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (record_id, now, status, old.progress))
+            return self._get(db, record_id)
+
+        return self._write(steps)
+
+    # -- reading -----------------------------------------------------------------------
+    def get(self, record_id: int) -> Record:
+        return self._get(self._db(), record_id)
+
+    @staticmethod
+    def _get(db, record_id: int) -> Record:
+        row = db.execute("SELECT * FROM generations WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no journal entry #{record_id}")
+        return _record(row)
+
+    def pending(self) -> list[Record]:
+        rows = self._db().execute(
+            "SELECT * FROM generations WHERE task_id IS NOT NULL AND status NOT IN ('completed', 'failed', 'unknown')"
+            " ORDER BY id"
+        )
+        return [_record(r) for r in rows]
+
+    def history(self, limit: int = 50) -> list[Record]:
+        rows = self._db().execute("SELECT * FROM generations ORDER BY id DESC LIMIT ?", (limit,))
+        return [_record(r) for r in rows]
+
+    def by_name(self, name: str) -> list[Record]:
+        """The records of the newest run (cell execution) that used this name."""
+        db = self._db()
+        row = db.execute("SELECT run_id FROM generations WHERE name = ? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
+        if row is None:
+            return []
+        rows = db.execute("SELECT * FROM generations WHERE name = ? AND run_id = ? ORDER BY id", (name, row[0]))
+        return [_record(r) for r in rows]
+
+    def events(self, record_id: int) -> list[tuple[float, str, int]]:
+        rows = self._db().execute(
+            "SELECT at, status, progress FROM events WHERE generation_id = ? ORDER BY rowid", (record_id,)
+        )
+        return [tuple(r) for r in rows]
+
+    # -- uploads -----------------------------------------------------------------------
+    def upload_url(self, sha256: str) -> str | None:
+        row = self._db().execute("SELECT url, expires_at FROM uploads WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is None:
+            return None
+        url, expires_at = row
+        if expires_at is not None and expires_at <= self._clock() + UPLOAD_MARGIN_S:
+            return None
+        return url
+
+    def record_upload(self, sha256: str, url: str, expires_at: float | None = None) -> None:
+        self._write(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?)", (sha256, url, self._clock(), expires_at)
+            )
+        )
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _record(row) -> Record:
+    data = dict(zip(_COLUMNS, row))
+    data["label"] = json.loads(data["label"] or "{}")
+    data["body"] = json.loads(data["body"])
+    return Record(**data)
