@@ -1,0 +1,311 @@
+"""The %%kling cell language: magic line + YAML header + prompt -> Request(s). No network.
+
+A cell is an optional YAML header, a line that is exactly `---`, then the prompt:
+
+    %%kling --name wave --wait
+    mode: pro
+    images: [media/portrait.png]
+    ---
+    Make the person in <<<image_1>>> wave at the camera
+
+- A leading `---` line (front matter) is accepted; a cell without `---` is all prompt; the
+  prompt may instead be `prompt:` in the header (not both).
+- Header keys are the API's own (a JSON body pasted from the docs is valid YAML), plus the
+  shorthands `images:`, `videos:`, `elements:` and, for variants, `sweep:` and `variants:`.
+- YAML is read the way people write it: `16:9` stays a string (YAML 1.1 would make it the
+  number 969), `no` stays the word no (booleans are only true/false; `audio: yes` and
+  `keep_original_sound: no` are then read as what they say), dates stay strings.
+  Anchors/aliases and tags are refused (they let a few bytes expand into gigabytes).
+- Python variables: `{name}`, `{obj.attr}`, `{x:.2f}` in the prompt and in string values;
+  `{{` and `}}` are literal braces. An unknown name is an error that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .contract import MODEL, billing_class
+from .errors import SpecError
+from .fields import Lines, LocalFile, build_body
+from .sweep import expand, labels
+
+__all__ = ["Batch", "LINE_HELP", "LocalFile", "Options", "Request", "from_fields", "parse", "parse_batch"]
+
+MAX_CELL_CHARS = 256 * 1024
+MAX_HEADER_CHARS = 64 * 1024
+MAX_BODY_BYTES = 64 * 1024
+
+LINE_HELP = """\
+--name NAME   keep the result in the variable NAME (a Generation, or a list for a sweep)
+--wait        block until the video is ready (Ctrl-C stops the waiting, not the generation)
+--force       generate again even if the journal already has this exact request (billed)
+--dry-run     show the exact JSON body, the curl command (key redacted) and the billing class; send nothing
+--yes         confirm a cell that starts more generations than KlingMagics.confirm_above (default 8)"""
+
+
+@dataclass(frozen=True)
+class Options:
+    name: str | None = None
+    wait: bool = False
+    force: bool = False
+    dry_run: bool = False
+    yes: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    body: dict
+    uploads: tuple[LocalFile, ...] = ()
+    warnings: tuple[str, ...] = ()
+    options: Options = Options()
+    label: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """sha256 of the canonical body, each local file standing for its content hash: the
+        same request gives the same identity wherever its images live."""
+        body = copy.deepcopy(self.body)
+        for local in self.uploads:
+            _set(body, local.where, f"sha256:{local.sha256}")
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def billing_class(self) -> str:
+        return billing_class(self.body)
+
+    def with_urls(self, urls: Mapping[str, str]) -> dict:
+        """The body to POST once local files are uploaded (sha256 -> URL)."""
+        body = copy.deepcopy(self.body)
+        for local in self.uploads:
+            _set(body, local.where, urls[local.sha256])
+        return body
+
+    def curl(self, base_url: str) -> str:
+        data = json.dumps(self.body, indent=2, ensure_ascii=False).replace("'", "'\\''")
+        return (
+            f"curl --request POST \\\n  --url {base_url.rstrip('/')}/v1/videos/generations \\\n"
+            f'  --header "Authorization: Bearer $TOAPIS_API_KEY" \\\n'
+            f"  --header 'Content-Type: application/json' \\\n  --data '{data}'"
+        )
+
+    @classmethod
+    def from_body(cls, body: dict) -> Request:
+        """A request for a body that was already sent (journal entries)."""
+        return cls(body=copy.deepcopy(body))
+
+
+@dataclass(frozen=True)
+class Batch:
+    requests: tuple[Request, ...]
+    options: Options
+    warnings: tuple[str, ...] = ()
+
+
+def parse(cell: str, line: str = "", namespace: dict | None = None, *, allowed_models=(MODEL,), base_dir=None) -> Request:
+    """Exactly one request from a cell; SpecError for anything wrong (or for a sweep)."""
+    batch = parse_batch(cell, line, namespace, allowed_models=allowed_models, base_dir=base_dir)
+    if len(batch.requests) != 1:
+        raise SpecError(f"this cell expands to {len(batch.requests)} requests; use parse_batch", field="sweep")
+    return batch.requests[0]
+
+
+def parse_batch(cell: str, line: str = "", namespace: dict | None = None, *, allowed_models=(MODEL,),
+                base_dir=None) -> Batch:
+    """Every request a cell asks for (one, or one per variant), validated."""
+    if not isinstance(cell, str) or not isinstance(line, str):
+        raise SpecError("cell and line must be text")
+    if len(cell) > MAX_CELL_CHARS:
+        raise SpecError(f"the cell is {len(cell)} characters; at most {MAX_CELL_CHARS}")
+    if "\x00" in cell:
+        raise SpecError("the cell contains a NUL character (binary data?)")
+    options = parse_line(line)
+    header_text, first_line, body_prompt = split_cell(cell)
+    header, lines = load_header(header_text, first_line)
+    base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
+    variants = expand(header, lines)
+    requests = []
+    for (variant, _changed), label in zip(variants, labels([c for _, c in variants])):
+        prompt = _prompt(variant, header, body_prompt, lines)
+        fields = {k: v for k, v in variant.items() if k != "prompt"}
+        body, uploads, warnings = build_body(
+            fields, prompt, lines=lines, base_dir=base, namespace=namespace if namespace is not None else {},
+            allowed_models=tuple(allowed_models))
+        if len(json.dumps(body)) > MAX_BODY_BYTES:
+            raise SpecError(f"the request body would be over {MAX_BODY_BYTES // 1024} KB; keep it small")
+        requests.append(Request(body, tuple(uploads), tuple(warnings), options, label))
+    return Batch(tuple(requests), options)
+
+
+def from_fields(prompt: str, fields: dict, *, base_dir=None, allowed_models=(MODEL,)) -> Request:
+    """A request from Python values (kling_nb.generate): the same rules as a cell, no YAML,
+    no brace filling (Python has f-strings)."""
+    if not isinstance(prompt, str):
+        raise SpecError("the prompt must be a string", field="prompt")
+    base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
+    body, uploads, warnings = build_body(dict(fields), prompt, lines=Lines(), base_dir=base, namespace=None,
+                                         allowed_models=tuple(allowed_models))
+    return Request(body, tuple(uploads), tuple(warnings))
+
+
+# -- the magic line ----------------------------------------------------------------------
+class _LineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise SpecError(f"{message} (options: --name NAME, --wait, --force, --dry-run, --yes)", field="magic line")
+
+
+_LINE = _LineParser(prog="%%kling", add_help=False, allow_abbrev=False, exit_on_error=False)
+_LINE.add_argument("--name")
+_LINE.add_argument("--wait", action="store_true")
+_LINE.add_argument("--force", action="store_true")
+_LINE.add_argument("--dry-run", action="store_true")
+_LINE.add_argument("--yes", action="store_true")
+
+
+def parse_line(line: str) -> Options:
+    try:
+        words = shlex.split(line)
+    except ValueError as err:
+        raise SpecError(f"cannot read the magic line: {err}", field="magic line") from None
+    try:
+        args = _LINE.parse_args(words)
+    except argparse.ArgumentError as err:
+        raise SpecError(str(err), field="magic line") from None
+    if args.name is not None and not (args.name.isidentifier() and not args.name.startswith("_")):
+        raise SpecError(f"--name must be a Python variable name, not {args.name!r}", field="magic line")
+    return Options(args.name, args.wait, args.force, args.dry_run, args.yes)
+
+
+# -- the cell ----------------------------------------------------------------------------
+def split_cell(cell: str) -> tuple[str, int, str]:
+    """(header text, 1-based cell line where it starts, prompt text)."""
+    rows = cell.replace("\r\n", "\n").split("\n")
+    marks = [i for i, row in enumerate(rows) if row.rstrip() == "---"]
+    if not marks:
+        return "", 1, _trim(rows)
+    first_text = next((i for i, row in enumerate(rows) if row.strip()), None)
+    if marks[0] == first_text and len(marks) > 1:  # front matter: --- header --- prompt
+        start, end = marks[0], marks[1]
+        return "\n".join(rows[start + 1 : end]), start + 2, _trim(rows[end + 1 :])
+    if marks[0] == first_text:  # a lone leading ---: no header
+        return "", 1, _trim(rows[marks[0] + 1 :])
+    return "\n".join(rows[: marks[0]]), 1, _trim(rows[marks[0] + 1 :])
+
+
+def _trim(rows: list[str]) -> str:
+    while rows and not rows[0].strip():
+        rows = rows[1:]
+    while rows and not rows[-1].strip():
+        rows = rows[:-1]
+    return "\n".join(rows)
+
+
+def _prompt(variant: dict, header: dict, body_prompt: str, lines: Lines) -> str:
+    if "prompt" in header and body_prompt:
+        raise SpecError("the prompt is given twice: as `prompt:` and after `---`", field="prompt",
+                        line=lines.of("prompt"))
+    prompt = variant.get("prompt", body_prompt if body_prompt else header.get("prompt", ""))
+    if not isinstance(prompt, str):
+        raise SpecError(f"must be text, not {type(prompt).__name__}", field="prompt", line=lines.of("prompt"))
+    return prompt
+
+
+# -- YAML, read as people mean it --------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2-style scalars (no sexagesimals, no yes/no booleans, no
+    dates), no anchors or aliases, and no tags."""
+
+    yaml_implicit_resolvers: dict = {}
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise SpecError("anchors and aliases (&, *) are not supported in the header", field="header",
+                            line=event.start_mark.line + 1)
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise SpecError("anchors and aliases (&, *) are not supported in the header", field="header",
+                            line=event.start_mark.line + 1)
+        if getattr(event, "tag", None) is not None:  # explicit tags: !!python/object and friends
+            raise SpecError(f"YAML tags such as {event.tag} are not supported", field="header",
+                            line=event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                              list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+
+
+def load_header(text: str, first_line: int) -> tuple[dict, Lines]:
+    """The header as a dict, and the cell line of every key and list item."""
+    if not text.strip():
+        return {}, Lines()
+    if len(text) > MAX_HEADER_CHARS:
+        raise SpecError(f"the header is {len(text)} characters; at most {MAX_HEADER_CHARS}", field="header")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, Lines()
+        data = loader.construct_document(node)
+    except SpecError as err:
+        raise SpecError(err.reason, field="header", line=(err.line or 1) + first_line - 1) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise SpecError(f"the header is not valid YAML: {problem}", field="header",
+                        line=mark.line + first_line if mark else None) from None
+    except (ValueError, TypeError, RecursionError) as err:
+        raise SpecError(f"the header is not valid YAML: {type(err).__name__}", field="header") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise SpecError("the header must be `key: value` lines (a mapping), then `---`, then the prompt",
+                        field="header", line=first_line)
+    table: dict[tuple, int] = {}
+    _walk(node, (), table, first_line)
+    if any(not isinstance(k, str) for k in data):
+        raise SpecError("header keys must be words", field="header", line=first_line)
+    return data, Lines(table)
+
+
+def _walk(node, path: tuple, table: dict, first_line: int) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise SpecError(f"`{key}` is given twice", field=".".join(map(str, path + (key,))),
+                                line=key_node.start_mark.line + first_line)
+            seen.add(key)
+            table[path + (key,)] = key_node.start_mark.line + first_line
+            _walk(value_node, path + (key,), table, first_line)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            table[path + (i,)] = item.start_mark.line + first_line
+            _walk(item, path + (i,), table, first_line)
+
+
+def _set(body: dict, where: tuple, value) -> None:
+    node = body
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
