@@ -1,6 +1,140 @@
-"""kling_nb: the %%kling cell magic for kling-video-o1 video generation in Jupyter."""
+"""kling_nb: the `%%kling` cell magic for kling-video-o1 video generation in Jupyter.
 
-from .errors import KlingError, SpecError
+    %load_ext kling_nb
 
-__all__ = ["KlingError", "SpecError"]
+    %%kling --name skyline
+    mode: pro
+    duration: 5
+    ---
+    Golden hour city skyline, cinematic lens quality
+
+With no TOAPIS_API_KEY set, everything runs on the embedded simulator.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    APIError,
+    ConfigError,
+    DeadlineError,
+    DownloadError,
+    ExpiredError,
+    GenerationFailed,
+    KlingError,
+    SpecError,
+    SubmitUnknownError,
+    TransportError,
+)
+from .spec import Request, parse, parse_batch
+from .tracker import Generation, Generations
+
+__all__ = [
+    "APIError",
+    "ConfigError",
+    "DeadlineError",
+    "DownloadError",
+    "ExpiredError",
+    "Generation",
+    "Generations",
+    "GenerationFailed",
+    "KlingError",
+    "Request",
+    "SpecError",
+    "SubmitUnknownError",
+    "TransportError",
+    "compare",
+    "generate",
+    "load_ipython_extension",
+    "parse",
+    "parse_batch",
+    "unload_ipython_extension",
+]
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython) -> None:
+    from .errors import KlingError
+    from .magic import KlingMagics, short_error_handler
+
+    magics = KlingMagics(shell=ipython, parent=ipython)
+    ipython.register_magics(magics)
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)
+    ipython.set_custom_exc((KlingError,), short_error_handler)
+
+
+def unload_ipython_extension(ipython) -> None:
+    magics = _magics(ipython)
+    if magics is not None and magics._runtime is not None:
+        magics._runtime.close()
+    ipython.set_custom_exc((), None)
+
+
+def _magics(ipython=None):
+    from .magic import KlingMagics
+
+    if ipython is None:
+        from IPython import get_ipython
+
+        ipython = get_ipython()
+    if ipython is None:
+        return None
+    for c in ipython.configurables:
+        if isinstance(c, KlingMagics):
+            return c
+    return None
+
+
+_default_runtime = None
+
+
+def _runtime():
+    """The runtime of the loaded extension, else one for this process (scripts)."""
+    global _default_runtime
+    magics = _magics()
+    if magics is not None:
+        return magics.runtime
+    if _default_runtime is None:
+        from .runtime import Runtime
+
+        _default_runtime = Runtime()
+    return _default_runtime
+
+
+def generate(prompt: str, *, name: str | None = None, force: bool = False, show: bool = True, **fields) -> Generation:
+    """Start one generation from Python (e.g. in a loop); returns at once.
+
+    Fields are the cell header's: mode, duration, aspect_ratio, audio, images, videos,
+    elements, metadata, video_list... Validation is the same as for a cell.
+    """
+    from .display import CellOutput
+
+    request = spec.from_fields(prompt, fields)
+    runtime = _runtime()
+    gen = runtime.run(request, name=name, force=force)
+    if show:
+        output = CellOutput([gen])
+        runtime.outputs.append(output)
+        output.show()
+    return gen
+
+
+def compare(names_or_generations, *, title: str = "compare") -> Generations:
+    """Show named generations (str) or Generation objects side by side in one grid."""
+    from .display import CellOutput
+    from .magic import show_compare
+
+    items = list(names_or_generations)
+    runtime = _runtime()
+    if all(isinstance(x, str) for x in items):
+        return show_compare(runtime, items)
+    gens = Generations()
+    for x in items:
+        gens.extend(runtime.by_name(x) if isinstance(x, str) else (x if isinstance(x, list) else [x]))
+    output = CellOutput(gens, grid=True, title=title)
+    runtime.outputs.append(output)
+    output.show()
+    return gens
+
+
+from . import spec  # noqa: E402  (generate() reads spec.from_fields)

@@ -1,0 +1,123 @@
+"""The one funnel between kling_nb and IPython's display system.
+
+A cell's output has one display id. It first shows the live widget; when every generation
+of the cell is done it is replaced, through that display id, by a plain text/html result (a
+relative `<video>`, a grid, or the service's error as text), which is what the saved
+notebook keeps (FIELD-NOTES 2).
+
+Who receives that replacement depends on the frontend (FIELD-NOTES 1):
+- JupyterLab routes output by the message's parent header and keeps listening to a cell
+  after it ran, so the worker thread sends the update under the header of the cell that
+  started the generation.
+- Headless runs (nbclient, papermill) keep only messages of the cell that is executing;
+  `%kling wait` and `--wait` therefore send the update again from inside their own cell, and
+  nbclient applies it to the earlier cell that owns the display id.
+- Terminal IPython has no widgets: status lines are printed instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from . import render
+from .tracker import Generation
+
+
+def _kernel_shell():
+    """The running IPython shell if it is a kernel (has a frontend that can show widgets)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return None
+    shell = get_ipython()
+    return shell if shell is not None and getattr(shell, "kernel", None) is not None else None
+
+
+def publish(bundle: dict[str, Any], *, display_id: str, update: bool, parent: dict | None = None) -> None:
+    """Send a mime bundle, tagged with `display_id`; `parent` routes it to the cell that
+    started it when called from a worker thread. Everything kling_nb shows passes here."""
+    from IPython.display import publish_display_data
+
+    shell = _kernel_shell()
+    pub = getattr(shell, "display_pub", None) if shell else None
+    token = None
+    if parent is not None and hasattr(pub, "set_thread_parent"):  # ipykernel >= 6.29
+        token = pub.set_thread_parent(parent)
+    try:
+        publish_display_data(data=bundle, transient={"display_id": display_id}, update=update)
+    finally:
+        if token is not None:
+            pub.reset_thread_parent(token)
+
+
+def current_parent() -> dict | None:
+    shell = _kernel_shell()
+    pub = getattr(shell, "display_pub", None) if shell else None
+    header = getattr(pub, "parent_header", None)
+    return dict(header) if header else None
+
+
+class CellOutput:
+    """The output of one `%%kling` cell (one generation or a grid of them)."""
+
+    def __init__(self, gens: list[Generation], *, grid: bool = False, title: str = ""):
+        self.gens = gens
+        self.grid = grid
+        self.title = title
+        self.display_id = f"kling-{uuid.uuid4().hex}"
+        self.parent = None
+        self.view = None
+        self._final_sent = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def done(self) -> bool:
+        return all(g.done for g in self.gens)
+
+    def snapshots(self) -> list[render.Snapshot]:
+        return [render.Snapshot.of(g) for g in self.gens]
+
+    def final_bundle(self) -> dict[str, str]:
+        snaps = self.snapshots()
+        if self.grid:
+            return render.grid_bundle(snaps, title=self.title)
+        return render.final_bundle(snaps[0])
+
+    def show(self) -> None:
+        """Display the live view now and arrange for the final result to replace it."""
+        if _kernel_shell() is None:
+            for s in self.snapshots():
+                print(render.status_line(s))
+        elif self.done:
+            publish(self.final_bundle(), display_id=self.display_id, update=False)
+            self._final_sent.set()
+            return
+        else:
+            from .widget import GenerationView, GridView
+
+            self.parent = current_parent()
+            self.view = GridView(self.gens, title=self.title) if self.grid else GenerationView(self.gens[0])
+            publish(self.view._repr_mimebundle_(), display_id=self.display_id, update=False)
+        for g in self.gens:
+            g.add_listener(self._changed)
+        self._changed(None)
+
+    def _changed(self, _gen) -> None:
+        if not self.done:
+            return
+        with self._lock:
+            if self._final_sent.is_set():
+                return
+            self._final_sent.set()
+        if _kernel_shell() is None:
+            for s in self.snapshots():
+                print(render.status_line(s))
+        else:
+            publish(self.final_bundle(), display_id=self.display_id, update=True, parent=self.parent)
+
+    def finalize_here(self) -> None:
+        """Send the final result again from the cell that is executing now (headless runs)."""
+        if self.done and _kernel_shell() is not None:
+            publish(self.final_bundle(), display_id=self.display_id, update=True)
