@@ -184,13 +184,11 @@ class KlingMagics(Magics):
         if not args or not args[0].isdigit():
             raise SpecError("usage: %kling show ID (the # column of %kling history)")
         runtime = self.runtime
-        record = runtime.journal.get(int(args[0]))
-        from .spec import Request
-        from .tracker import Generation
-
-        gen = Generation(Request.from_body(record.body), name=record.name, label=record.label)
-        runtime._adopt(gen, record, "reuse" if record.status == "completed" else "reattach")
-        output = CellOutput([gen])
+        try:
+            record = runtime.journal.get(int(args[0]))
+        except KeyError:
+            raise SpecError(f"no journal entry #{args[0]}; see %kling history") from None
+        output = CellOutput([runtime.from_record(record)])
         runtime.outputs.append(output)
         output.show()
 

@@ -105,6 +105,7 @@ ORIGIN_TEXT = {
     "new": "",
     "reused": "saved result from the journal, nothing sent",
     "reattached": "re-attached to the running task, nothing new sent",
+    "restarted": "its simulator had stopped with an earlier kernel: simulated again (free)",
 }
 
 
@@ -152,10 +153,38 @@ def header_html(s: Snapshot) -> str:
     )
 
 
-def video_html(s: Snapshot, *, width: int = 480) -> str:
+def live_card_html(s: Snapshot, *, compact: bool = False) -> str:
+    """The live widget's card: header, status badge, progress bar, elapsed time, task id, and
+    the service's code and message on failure. `compact` (grid tiles) shows the label only."""
+    if compact:
+        head = f"<b>{html.escape(label_text(s.label) or s.name or _excerpt(s.prompt, 40))}</b>"
+    else:
+        head = header_html(s)
+    task = f" · task {html.escape(s.task_id)}" if s.task_id else ""
+    origin = ORIGIN_TEXT.get(s.origin, "")
+    error = (
+        f'<div class="kling-error" style="color:#cf222e">{html.escape(s.error)}</div>' if s.error else ""
+    )
+    return (
+        f'<div class="kling-card" data-status="{html.escape(s.status, quote=True)}">{head}'
+        f'<div style="display:flex;gap:8px;align-items:center;font-size:12px">{badge_html(s.status)}'
+        f'<progress class="kling-progress" max="100" value="{s.progress}" style="width:{120 if compact else 220}px">'
+        f"{s.progress}%</progress><span>{s.progress}%</span>"
+        f'<span class="kling-elapsed">{elapsed_text(s.elapsed_s)}</span>'
+        f'<span style="color:#57606a">{task}</span></div>'
+        f'{f"<div style=font-size:12px;color:#57606a>{html.escape(origin)}</div>" if origin else ""}{error}</div>'
+    )
+
+
+def grid_columns(count: int) -> int:
+    """2 x 2 for four tiles, otherwise up to three across."""
+    return 2 if count == 4 else max(1, min(count, 3))
+
+
+def video_html(s: Snapshot, *, width: int = 480, caption: bool = True) -> str:
     """The final saved output of a finished generation: a relative <video>, a caption, a link."""
     src = html.escape(s.video_src or "", quote=True)
-    caption = " · ".join(
+    text = " · ".join(
         x
         for x in (
             f"<b>{html.escape(s.name)}</b>" if s.name else "",
@@ -173,7 +202,8 @@ def video_html(s: Snapshot, *, width: int = 480) -> str:
         f'<video src="{src}" controls loop muted playsinline preload="metadata" '
         f'style="max-width:100%;width:{width}px;display:block">'
         f'Your viewer does not play video here: <a href="{src}">{src}</a></video>'
-        f'<div class="kling-caption" style="font-size:12px;color:#57606a">{caption}</div></div>'
+        f'{f"""<div class="kling-caption" style="font-size:12px;color:#57606a">{text}</div>""" if caption else ""}'
+        f"</div>"
     )
 
 
@@ -210,7 +240,7 @@ def grid_html(snaps: list[Snapshot], *, columns: int | None = None, title: str =
     """A labelled grid of videos with play/pause/seek/loop controls that drive every tile
     together. The controls need scripts, so they start hidden and the script reveals them:
     a reopened, untrusted notebook shows a plain static grid instead of dead buttons."""
-    cols = columns or min(len(snaps), 2 if len(snaps) == 4 else 3) or 1
+    cols = columns or grid_columns(len(snaps))
     grid_id = f"kling-grid-{uuid.uuid4().hex[:12]}"
     tiles = []
     for s in snaps:

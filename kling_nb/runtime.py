@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from .client import Client
-from .errors import ConfigError, SubmitUnknownError
+from .errors import ConfigError, KlingError, SubmitUnknownError
 from .journal import Journal
 from .schedule import PollSchedule
 from .tracker import Generation, Tracker, expired_error
@@ -135,14 +135,14 @@ class Runtime:
         journal = self.journal
         run_id = run_id or uuid.uuid4().hex
         gen = Generation(request, name=name, label=request.label)
-        gen.simulated, gen.run_id = self.simulated, run_id
+        gen.simulated, gen.run_id, gen.identity = self.simulated, run_id, self.identity(request)
         if self.simulated and not force:
             real = journal.latest(request.identity)
             if real is not None and real.status == "completed" and real.video_path:
                 if (self.output_dir / real.video_path).exists():
                     return self._adopt(gen, real, "reuse")
         decision, record = journal.begin(
-            self.identity(request),
+            gen.identity,
             request.body,
             name=name,
             label=request.label,
@@ -208,17 +208,8 @@ class Runtime:
     # -- sessions ----------------------------------------------------------------------
     def resume(self) -> list[Generation]:
         """Re-attach every in-flight task of the project (after a kernel restart)."""
-        from .spec import Request
-
         live = {g.task_id for g in self.generations if g.task_id and not g.done}
-        gens = []
-        for record in self.journal.pending():
-            if record.task_id in live:
-                continue
-            gen = Generation(Request.from_body(record.body), name=record.name, label=record.label)
-            gen.simulated = self.simulated
-            self._adopt(gen, record, "reattach")
-            gens.append(gen)
+        gens = [self.from_record(r) for r in self.journal.pending() if r.task_id not in live]
         with self._lock:
             self.generations.extend(gens)
         return gens
@@ -230,15 +221,21 @@ class Runtime:
         if mine:
             newest = mine[-1].run_id
             return [g for g in mine if g.run_id == newest]
+        return [self.from_record(r) for r in self.journal.by_name(name)]
+
+    def from_record(self, record) -> Generation:
+        """A generation for a journal entry: its saved video, or its task tracked again."""
         from .spec import Request
 
-        gens = []
-        for record in self.journal.by_name(name):
-            gen = Generation(Request.from_body(record.body), name=record.name, label=record.label)
-            gen.simulated = record.identity.startswith("sim:")
-            self._adopt(gen, record, "reuse" if record.status == "completed" else "reattach")
-            gens.append(gen)
-        return gens
+        gen = Generation(Request.from_body(record.body), name=record.name, label=record.label)
+        gen.simulated, gen.identity, gen.run_id = record.identity.startswith("sim:"), record.identity, record.run_id
+        if record.status == "completed":
+            return self._adopt(gen, record, "reuse")
+        if record.task_id and not record.is_final:
+            return self._adopt(gen, record, "reattach")
+        gen.task_id, gen.origin = record.task_id, "reused"
+        gen._finish(status="failed", error=KlingError(record.error_message or f"status {record.status}"))
+        return gen
 
     def pending(self) -> list[Generation]:
         with self._lock:

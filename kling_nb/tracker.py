@@ -71,6 +71,7 @@ class Generation:
         self.origin = "new"  # new | reused | reattached: what this run did, told to the user
         self.record_id: int | None = None
         self.run_id: str | None = None  # the cell execution (or compare) it belongs to
+        self.identity: str | None = None  # the journal's key for this request
         self.started = time.monotonic()
         self.finished: float | None = None
         self.simulated = False
@@ -319,7 +320,13 @@ class Tracker:
             return
         try:
             task = self.client.status(gen.task_id)
-        except (AuthError, QuotaError, NotFoundError) as err:
+        except NotFoundError as err:
+            if gen.simulated and gen.origin == "reattached":
+                self._restart_simulated(gen)
+            else:
+                self._fail(gen, err)
+            return
+        except (AuthError, QuotaError) as err:
             self._fail(gen, err)  # will not get better by asking again
             return
         except KlingError as err:
@@ -342,6 +349,19 @@ class Tracker:
         delay = self.schedule.next_delay(gen._samples, gen._misses)
         gen._predicted = delay < self.schedule.interval_s
         self._schedule(gen, delay)
+
+    def _restart_simulated(self, gen: Generation) -> None:
+        """The embedded simulator lives and dies with its kernel, and its tasks with it. A
+        simulated generation is free, so one lost that way is simply started again."""
+        self.journal.record_error(
+            gen.record_id, "simulator_restarted", "the simulator that ran this task has stopped", final=True
+        )
+        _, record = self.journal.begin(
+            gen.identity, gen.request.body, name=gen.name, label=gen.label, force=True, run_id=gen.run_id
+        )
+        gen.record_id, gen.task_id, gen.origin = record.id, None, "restarted"
+        gen._update(status="waiting", progress=0)
+        self._submit(gen)
 
     def _apply(self, gen: Generation, task: TaskStatus) -> None:
         """Bring a generation up to date with the service's view of its task."""

@@ -1,9 +1,12 @@
 """Live ipywidgets views of generations, drawn from render.Snapshot values.
 
-Updates arrive from worker threads. Trait changes are sent over the comm, which is safe from
-any thread (FIELD-NOTES 1), and only values that changed are sent. A view is refreshed at most
-ten times a second, and a final state is always sent at once. One ticker thread per process
-advances the elapsed-time labels once a second.
+A view is one HTML widget (the card: prompt, parameters, status badge, progress bar,
+elapsed time, task id, error) plus an Output widget where the video lands. Few widget
+models keep the kernel's comm traffic and a headless run's saved widget state small.
+
+Updates arrive from worker threads. Trait changes go over the comm, which is safe from any
+thread (FIELD-NOTES 1); only changed values are sent; a view is refreshed at most ten times
+a second, a final state at once. One ticker thread per process advances elapsed times.
 """
 
 from __future__ import annotations
@@ -21,25 +24,12 @@ MIN_REFRESH_S = 0.1
 
 
 class GenerationView:
-    """Name, prompt, parameters, status badge, progress bar, elapsed time and task id; on
-    failure the service's code and message."""
-
     def __init__(self, gen: Generation, *, compact: bool = False):
         self.gen = gen
-        snap = render.Snapshot.of(gen)
-        self.header = w.HTML(render.header_html(snap) if not compact else "")
-        self.caption = w.HTML(f"<b>{render.label_text(snap.label)}</b>" if compact and snap.label else "")
-        self.badge = w.HTML()
-        self.bar = w.IntProgress(min=0, max=100, layout=w.Layout(width="160px" if compact else "240px"))
-        self.elapsed = w.Label()
-        self.task = w.Label()
-        self.error = w.HTML()
+        self.compact = compact
+        self.card = w.HTML()
         self.video = w.Output()
-        row = w.HBox([self.badge, self.bar, self.elapsed, self.task])
-        self.box = w.VBox(
-            [self.caption if compact else self.header, row, self.error, self.video],
-            layout=w.Layout(border="1px solid #d0d7de", padding="6px"),
-        )
+        self.box = w.VBox([self.card, self.video], layout=w.Layout(border="1px solid #d0d7de", padding="4px"))
         self._last_sent = 0.0
         self._lock = threading.Lock()
         self._shown_video = False
@@ -57,27 +47,14 @@ class GenerationView:
                 return
             self._last_sent = now
             s = render.Snapshot.of(self.gen)
-            with self.box.hold_sync():
-                self.badge.value = render.badge_html(s.status)
-                self.bar.value = s.progress
-                self.bar.bar_style = {"completed": "success", "failed": "danger"}.get(s.status, "")
-                self.elapsed.value = render.elapsed_text(s.elapsed_s)
-                self.task.value = f"task {s.task_id}" if s.task_id else ""
-                self.error.value = render.failure_html(s) if s.error else ""
+            self.card.value = render.live_card_html(s, compact=self.compact)
             if s.video_src and s.status == "completed" and not self._shown_video:
                 # A text/html output (not a widget) inside the Output widget: JupyterLab
                 # resolves its relative src against the notebook, as for cell outputs.
                 from IPython.display import HTML
 
                 self._shown_video = True
-                self.video.append_display_data(HTML(render.video_html(s, width=320)))
-
-    def resend(self) -> None:
-        """Re-send every trait from the current cell (headless runs keep only messages of
-        the cell that is executing: FIELD-NOTES 1)."""
-        self.refresh(force=True)
-        for child in (self.badge, self.bar, self.elapsed, self.task, self.error, self.box):
-            child.send_state()
+                self.video.append_display_data(HTML(render.video_html(s, width=320, caption=False)))
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.box._repr_mimebundle_(**kwargs)
@@ -90,22 +67,18 @@ class GridView:
 
     def __init__(self, gens: list[Generation], *, title: str = ""):
         self.tiles = [GenerationView(g, compact=True) for g in gens]
-        cols = 2 if len(gens) == 4 else min(len(gens), 3)
-        heading = w.HTML(f"<b>{render.html.escape(title)}</b>" if title else "")
-        notes = w.HTML(
-            f'<div style="color:#9a6700;font-size:12px">{render.html.escape(render.SIMULATED_NOTE)}</div>'
-            if any(g.simulated for g in gens)
-            else ""
+        cols = render.grid_columns(len(gens))
+        heading = render.html.escape(title)
+        note = render.SIMULATED_NOTE if any(g.simulated for g in gens) else ""
+        self.heading = w.HTML(
+            f"<b>{heading}</b>" + (f'<div style="color:#9a6700;font-size:12px">{render.html.escape(note)}</div>'
+                                   if note else "")
         )
         grid = w.GridBox(
             [t.box for t in self.tiles],
-            layout=w.Layout(grid_template_columns=f"repeat({max(cols, 1)}, minmax(0, 1fr))", grid_gap="8px"),
+            layout=w.Layout(grid_template_columns=f"repeat({cols}, minmax(0, 1fr))", grid_gap="8px"),
         )
-        self.box = w.VBox([heading, grid, notes])
-
-    def resend(self) -> None:
-        for t in self.tiles:
-            t.resend()
+        self.box = w.VBox([self.heading, grid])
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.box._repr_mimebundle_(**kwargs)
@@ -114,7 +87,7 @@ class GridView:
 
 
 class _Ticker:
-    """Advances elapsed-time labels of unfinished views once a second, from one thread."""
+    """Advances the elapsed time of unfinished views once a second, from one thread."""
 
     def __init__(self):
         self._views: weakref.WeakSet[GenerationView] = weakref.WeakSet()
@@ -135,7 +108,7 @@ class _Ticker:
                 views = [v for v in self._views if not v.gen.done]
             for v in views:
                 try:
-                    v.elapsed.value = render.elapsed_text(v.gen.elapsed)
+                    v.refresh()
                 except Exception:  # a closed widget: forget it
                     with self._lock:
                         self._views.discard(v)
