@@ -294,7 +294,8 @@ class Handler(BaseHTTPRequestHandler):
         if info is None or info["status"] != "completed":
             self._error(404, "not_found_error", "no such video")
             return
-        if info["expires_at"] <= time.time():
+        # The precise expiry, not the whole second the task object reports.
+        if task.created + state.config.queue_s + state.config.run_s + state.config.result_lifetime_s <= time.time():
             self._error(404, "not_found_error", "this video URL has expired (results are kept 24 hours)")
             return
         self._send_file(state.video_of(task), "video/mp4", state.config.result_padding_bytes, truncate)
