@@ -247,14 +247,18 @@ class Journal:
     def record_error(self, record_id: int, code, message: str, *, final: bool = True) -> Record:
         """final=True: the generation failed (a re-run submits again). final=False: the task
         keeps its status (e.g. completed but not downloaded); the message is kept for the user."""
+        return self._set_error(record_id, code, message, "failed" if final else None)
 
+    def mark_unknown(self, record_id: int, message: str) -> Record:
+        """A submit was sent but no answer came: it may have been accepted and billed. The
+        record stays 'unknown' so that no re-run submits it again on its own (only --force)."""
+        return self._set_error(record_id, "submit_unknown", message, "unknown")
+
+    def _set_error(self, record_id: int, code, message: str, new_status: str | None) -> Record:
         def steps(db):
             old = self._get(db, record_id)
             now = self._clock()
-            status = old.status
-            if final:
-                # A submit whose outcome is unknown stays distinguishable from a refusal.
-                status = "unknown" if (old.status == "submitting" and code == "submit_unknown") else "failed"
+            status = new_status or old.status
             db.execute(
                 "UPDATE generations SET status = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ?",
                 (status, None if code is None else str(code), message, now, record_id),

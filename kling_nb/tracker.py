@@ -35,6 +35,7 @@ from .errors import (
     KlingError,
     NotFoundError,
     QuotaError,
+    SubmitUnknownError,
 )
 from .schedule import PollSchedule
 from .status import TaskStatus
@@ -404,10 +405,13 @@ class Tracker:
     def _fail(self, gen: Generation, err: KlingError, *, final: bool = True) -> None:
         """Record and show an error. `final=False` keeps the task's status (a video that
         could not be saved is still a completed, billed task)."""
-        code = getattr(err, "code", None)
         try:
-            if gen.record_id is not None:
-                self.journal.record_error(gen.record_id, code, err.message, final=final)
+            if gen.record_id is None:
+                pass
+            elif isinstance(err, SubmitUnknownError):
+                self.journal.mark_unknown(gen.record_id, err.message)
+            else:
+                self.journal.record_error(gen.record_id, getattr(err, "code", None), err.message, final=final)
         except Exception:
             log.exception("could not record an error in the journal")
         if final or gen.status in PENDING_LOCAL:
