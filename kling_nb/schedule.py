@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class PollSchedule:
@@ -22,7 +24,10 @@ class PollSchedule:
 
     def __post_init__(self):
         if not (0 < self.min_s <= self.interval_s and self.first_s >= 0):
-            raise ValueError("poll schedule needs 0 < min_s <= interval_s and first_s >= 0")
+            raise ConfigError(
+                f"the poll schedule needs 0 < poll_min_s <= poll_interval_s and poll_first_s >= 0 "
+                f"(got first {self.first_s}, interval {self.interval_s}, min {self.min_s})"
+            )
 
     def next_delay(self, samples: list[tuple[float, int]], misses: int = 0) -> float:
         """Seconds until the next status request.

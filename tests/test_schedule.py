@@ -2,6 +2,7 @@
 
 import pytest
 
+from kling_nb.errors import ConfigError
 from kling_nb.schedule import PollSchedule
 
 S = PollSchedule(first_s=5, interval_s=10, min_s=0.5, margin_s=0.15)
@@ -33,7 +34,7 @@ def test_missed_predictions_back_off_towards_the_rhythm():
 
 
 def test_rejects_nonsense():
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         PollSchedule(min_s=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         PollSchedule(min_s=20, interval_s=10)

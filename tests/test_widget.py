@@ -1,0 +1,163 @@
+"""Without a browser: the live widget through a recording comm, and the magics in a headless
+IPython shell (the terminal frontend: no kernel, so plain status lines)."""
+
+from __future__ import annotations
+
+import comm
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from kling_nb import parse
+from kling_nb.sim import SimConfig, Simulator
+from kling_nb.status import TaskStatus
+from kling_nb.tracker import Generation
+
+
+class RecordingComm:
+    """Stands in for the kernel's comm: keeps every message a widget sends."""
+
+    sent: list[dict] = []
+
+    def __init__(self, *args, **kwargs):
+        self.comm_id = f"comm-{len(RecordingComm.sent)}-{id(self)}"
+        self.kernel = "fake"
+        RecordingComm.sent.append({"open": kwargs.get("data", {}).get("state", {})})
+
+    def open(self, *args, **kwargs):
+        pass
+
+    def on_msg(self, *args, **kwargs):
+        pass
+
+    def send(self, data=None, metadata=None, buffers=None):
+        RecordingComm.sent.append(data or {})
+
+    def close(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture
+def recording(monkeypatch):
+    RecordingComm.sent = []
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    return RecordingComm.sent
+
+
+def card_updates(sent):
+    return [m["state"]["value"] for m in sent if m.get("method") == "update" and "value" in m.get("state", {})]
+
+
+def make_gen(prompt="A kite <script>alert(1)</script>"):
+    return Generation(parse(f"mode: pro\n---\n{prompt}"), name="kite")
+
+
+def test_card_shows_prompt_escaped_and_params(recording):
+    from kling_nb.widget import GenerationView
+
+    view = GenerationView(make_gen())
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in view.card.value
+    assert "<script>" not in view.card.value
+    assert "1080P 5s" in view.card.value and "waiting" in view.card.value
+
+
+def test_updates_are_coalesced_but_the_final_state_always_arrives(recording, monkeypatch):
+    from kling_nb import widget
+
+    gen = make_gen("A kite")
+    view = widget.GenerationView(gen)
+    clock = [1000.0]
+    monkeypatch.setattr(widget.time, "monotonic", lambda: clock[0])
+    view._last_sent = clock[0]
+    before = len(card_updates(recording))
+    for p in range(1, 100):  # 99 progress updates within 10 ms of each other
+        clock[0] += 0.0001
+        gen._update(status="in_progress", progress=p, task_id="video_1")
+    assert len(card_updates(recording)) - before == 0
+    gen._finish(status="failed", error=__import__("kling_nb").GenerationFailed("flagged", code="policy"))
+    last = card_updates(recording)[-1]
+    assert 'data-status="failed"' in last and "policy: flagged" in last
+
+
+def test_progress_reaches_the_widget(recording, monkeypatch):
+    from kling_nb import widget
+
+    gen = make_gen("A kite")
+    widget.GenerationView(gen)
+    monkeypatch.setattr(widget, "MIN_REFRESH_S", 0)
+    for p in (10, 50, 90):
+        gen._update(status="in_progress", progress=p)
+    values = [u for u in card_updates(recording) if 'value="' in u]
+    assert any('value="50"' in v for v in values) and any('value="90"' in v for v in values)
+
+
+def test_completed_view_holds_a_relative_video(recording, tmp_path, monkeypatch):
+    from kling_nb.widget import GenerationView
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kling_outputs").mkdir()
+    video = tmp_path / "kling_outputs" / "kite-1.mp4"
+    video.write_bytes(b"\0\0\0\x18ftypisom")
+    gen = make_gen("A kite")
+    view = GenerationView(gen)
+    gen._finish(status="completed", progress=100, video_path=video)
+    html = view.video.outputs[0]["data"]["text/html"]
+    assert '<video src="kling_outputs/kite-1.mp4"' in html
+
+
+def test_status_from_the_service_is_plain_data():
+    s = TaskStatus.from_json({"id": "video_1", "status": "submitted", "progress": 3, "extra": {"x": 1}})
+    assert s.status == "submitted" and not s.is_final
+
+
+# -- the magics in a headless shell (no kernel: terminal behaviour) ---------------------------
+@pytest.fixture
+def shell(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with Simulator(config=SimConfig(queue_s=0.05, run_s=0.3)) as sim:
+        monkeypatch.setenv("TOAPIS_BASE_URL", sim.base_url)
+        monkeypatch.setenv("TOAPIS_API_KEY", "sk-shell-SECRET")
+        ip = InteractiveShell.instance()
+        ip.run_line_magic("load_ext", "kling_nb")
+        ip.run_line_magic("config", "KlingMagics.poll_first_s = 0.1")
+        ip.run_line_magic("config", "KlingMagics.poll_interval_s = 0.2")
+        ip.run_line_magic("config", "KlingMagics.poll_min_s = 0.05")
+        yield ip, sim
+        ip.run_line_magic("unload_ext", "kling_nb")
+        InteractiveShell.clear_instance()
+
+
+def test_dry_run_sends_nothing(shell, capsys):
+    ip, sim = shell
+    ip.run_cell_magic("kling", "--dry-run", "mode: pro\nduration: 10\n---\nA kite")
+    out = capsys.readouterr().out
+    assert "Billed as: 1080P 10s" in out and '"mode": "pro"' in out and "$TOAPIS_API_KEY" in out
+    assert "sk-shell-SECRET" not in out and sim.count("submit") == 0
+
+
+def test_terminal_gets_status_lines_and_the_object(shell, capsys):
+    ip, sim = shell
+    ip.run_cell("%%kling --name kite --wait\n---\nA kite")
+    out = capsys.readouterr().out
+    kite = ip.user_ns["kite"]
+    assert kite.status == "completed" and kite.video_path.exists()
+    assert "✓ kite: completed" in out
+    assert "kite: completed" in repr(kite) or kite.status in repr(kite)
+    ip.run_line_magic("kling", "list")
+    assert "kite" in capsys.readouterr().out
+
+
+def test_errors_are_one_short_line(shell, capsys):
+    ip, sim = shell
+    result = ip.run_cell("%%kling\nmode: ultra\n---\nA kite")
+    assert not result.success
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "SpecError: `mode` at line 1" in text and "Traceback" not in text
+    assert sim.count("submit") == 0
+
+
+def test_config_traits(shell):
+    ip, _ = shell
+    ip.run_line_magic("config", "KlingMagics.output_dir = 'renders'")
+    magics = [c for c in ip.configurables if type(c).__name__ == "KlingMagics"][0]
+    assert magics.output_dir == "renders" and magics.runtime.output_dir.name == "renders"
