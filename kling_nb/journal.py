@@ -206,6 +206,12 @@ class Journal:
         return self.record_status(record_id, status)
 
     def record_status(self, record_id: int, status: TaskStatus) -> Record:
+        current = self.get(record_id)
+        if (current.task_id, current.status, current.progress) == (status.id, status.status, status.progress) and (
+            status.url in (None, current.url) and status.error_message in (None, current.error_message)
+        ):
+            return current  # a poll that changed nothing writes nothing (500 waiting tasks stay cheap)
+
         def steps(db):
             old = self._get(db, record_id)
             now = self._clock()

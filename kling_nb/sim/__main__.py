@@ -17,10 +17,12 @@ def main(argv=None) -> None:
     p.add_argument("--queue-s", type=float, default=1.0)
     p.add_argument("--run-s", type=float, default=4.0)
     p.add_argument("--lifetime-s", type=float, default=24 * 3600, help="how long result URLs work")
+    p.add_argument("--padding-bytes", type=int, default=0, help="pad result videos to about this size")
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--fault-seed", type=int, default=None)
     args = p.parse_args(argv)
-    config = SimConfig(queue_s=args.queue_s, run_s=args.run_s, result_lifetime_s=args.lifetime_s)
+    config = SimConfig(queue_s=args.queue_s, run_s=args.run_s, result_lifetime_s=args.lifetime_s,
+                       result_padding_bytes=args.padding_bytes)
     sim = Simulator(args.key, config, host=args.host, port=args.port).start()
     if args.fault_rate:
         sim.set_faults(Faults(rate=args.fault_rate, seed=args.fault_seed))

@@ -78,6 +78,7 @@ class State:
         self.faults = Faults()
         self._random = random.Random()
         self.lock = threading.Lock()
+        self.renderers = threading.BoundedSemaphore(2)
 
     def set_faults(self, faults: Faults) -> None:
         with self.lock:
@@ -133,8 +134,16 @@ class State:
         )
         return data
 
+    def prerender(self, task: Task) -> None:
+        """Render ahead of the first download; a failure here (e.g. the server stopping) is
+        left for the download itself to meet and report."""
+        try:
+            self.video_of(task)
+        except Exception:
+            pass
+
     def video_of(self, task: Task) -> Path:
-        with task.lock:  # two concurrent downloads render once
+        with task.lock, self.renderers:  # rendered once per task, two at a time at most
             if task.video is None:
                 body = task.body
                 task.video = render_mp4(
@@ -228,6 +237,10 @@ class Handler(BaseHTTPRequestHandler):
             self.server.state.tasks[task.id] = task
             entry["accepted"] = True
             entry["task_id"] = task.id
+            entry["created"] = task.created
+        if not task.fails:
+            # Like the service, make the video while the task runs, not when it is fetched.
+            threading.Thread(target=self.server.state.prerender, args=(task,), daemon=True).start()
         if drop_after:  # accepted and billed, but the client never hears of it
             self.close_connection = True
             self.connection.shutdown(2)
