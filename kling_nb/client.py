@@ -135,9 +135,12 @@ class Client:
                 if resp.status_code != 200:
                     raise self._error(resp)
                 try:
-                    return TaskStatus.from_json(resp.json())
+                    task = TaskStatus.from_json(resp.json())
                 except ValueError:
                     raise _unknown("the reply was not a task object") from None
+                if _BAD_TASK_ID.search(task.id):
+                    raise _unknown(f"the reply's task id {task.id[:60]!r} is malformed")
+                return task
         raise AssertionError("unreachable")  # pragma: no cover
 
     def status(self, task_id: str) -> TaskStatus:

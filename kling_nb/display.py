@@ -118,6 +118,10 @@ class CellOutput:
             publish(self.final_bundle(), display_id=self.display_id, update=True, parent=self.parent)
 
     def finalize_here(self) -> None:
-        """Send the final result again from the cell that is executing now (headless runs)."""
+        """Send the final result again from the cell that is executing now: headless runs
+        keep only its messages. The live view it replaces is emptied, so a runner that saves
+        widget state (nbclient does) does not keep a second copy of everything."""
         if self.done and _kernel_shell() is not None:
             publish(self.final_bundle(), display_id=self.display_id, update=True)
+            if self.view is not None:
+                self.view.retire()

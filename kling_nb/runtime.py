@@ -40,6 +40,7 @@ class Runtime:
         deadline_s: float = 1800.0,
         workers: int = 8,
         sim_config=None,
+        client_options: dict | None = None,
         environ=os.environ,
     ):
         self.output_dir = Path(output_dir).resolve()
@@ -50,6 +51,7 @@ class Runtime:
         self._base_url = base_url or environ.get("TOAPIS_BASE_URL") or None
         self._api_key = api_key or environ.get("TOAPIS_API_KEY") or None
         self._sim_config = sim_config
+        self._client_options = dict(client_options or {})  # timeouts and retries (tests, tuning)
         self.simulator = None
         self.generations: list[Generation] = []
         self.outputs: list = []  # display.CellOutput of this session, for `%kling wait`
@@ -91,11 +93,11 @@ class Runtime:
 
     def _make_client(self) -> Client:
         if not self.simulated:
-            return Client(self._base_url, self._api_key, environ=self._environ)
+            return Client(self._base_url, self._api_key, environ=self._environ, **self._client_options)
         from .sim import SimConfig, Simulator
 
         self.simulator = Simulator(config=self._sim_config or SimConfig()).start()
-        return Client(self.simulator.base_url, SIM_KEY, environ={})
+        return Client(self.simulator.base_url, SIM_KEY, environ={}, **self._client_options)
 
     @property
     def base_url(self) -> str:

@@ -3,9 +3,9 @@
 The vendor's guidance is to look first after about 5 s and then about every 10 s. Polling at
 that fixed rhythm finds a finished video 5 s late on average. The service reports progress
 (0-100), so once two samples show progress rising we can predict the completion time and
-look right then: the same number of requests or fewer, and the finished video is seen
-within a fraction of a second. Near the predicted end, polls tighten to `min_s`; if the
-prediction was wrong they back off again towards `interval_s`.
+look right then: fewer requests than the fixed rhythm, and the finished video is seen within a
+fraction of a second. An end further off than `max_s` gets a look every `max_s` (which also
+keeps hundreds of long generations cheap), each look sharpening the estimate.
 """
 
 from __future__ import annotations
@@ -21,29 +21,35 @@ class PollSchedule:
     interval_s: float = 10.0  # steady rhythm (vendor: ~10 s)
     min_s: float = 0.5  # tightest spacing, used only around the predicted completion
     margin_s: float = 0.15  # look this long after the predicted end, not before it
+    max_s: float = 30.0  # longest spacing, while the predicted end is still far away
 
     def __post_init__(self):
-        if not (0 < self.min_s <= self.interval_s and self.first_s >= 0):
+        if not (0 < self.min_s <= self.interval_s <= self.max_s and self.first_s >= 0):
             raise ConfigError(
-                f"the poll schedule needs 0 < poll_min_s <= poll_interval_s and poll_first_s >= 0 "
+                f"the poll schedule needs 0 < poll_min_s <= poll_interval_s <= max and poll_first_s >= 0 "
                 f"(got first {self.first_s}, interval {self.interval_s}, min {self.min_s})"
             )
 
-    def next_delay(self, samples: list[tuple[float, int]], misses: int = 0) -> float:
-        """Seconds until the next status request.
+    def next_delay(self, samples: list[tuple[float, int]], misses: int = 0) -> tuple[float, bool]:
+        """(seconds until the next status request, whether that look expects to find the task
+        finished).
 
         `samples` are (monotonic time, progress) pairs from earlier polls of this task, oldest
-        first; `misses` counts polls made at or after a predicted completion that found the
-        task still running (each one doubles the wait, so a bad prediction costs little).
+        first; `misses` counts looks in a row that expected the end and did not find it. Near
+        an end that keeps not coming (progress at 100, the service still finishing), looks
+        back off from `min_s`, doubling, so a wrong guess costs little.
         """
         if not samples:
-            return self.first_s
+            return self.first_s, False
         eta = self.predicted_remaining(samples)
         if eta is None:
-            return self.interval_s
-        if misses:
-            return min(self.interval_s, self.min_s * 2**misses)
-        return max(self.min_s, min(self.interval_s, eta + self.margin_s))
+            return self.interval_s, False
+        wait = eta + self.margin_s
+        if misses and wait < self.min_s * 2**misses:
+            return min(self.interval_s, self.min_s * 2**misses), True
+        if wait > self.max_s:
+            return self.max_s, False
+        return max(self.min_s, wait), True
 
     @staticmethod
     def predicted_remaining(samples: list[tuple[float, int]]) -> float | None:

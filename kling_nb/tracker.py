@@ -82,7 +82,7 @@ class Generation:
         # poller bookkeeping
         self._samples: list[tuple[float, int]] = []
         self._misses = 0
-        self._predicted = False
+        self._expects_done = False
 
     # -- what users read ---------------------------------------------------------------
     @property
@@ -300,7 +300,7 @@ class Tracker:
         gen.started = self._clock()
         self._apply(gen, task)
         if not gen.done:
-            self._schedule(gen, self.schedule.next_delay([]))
+            self._schedule(gen, self.schedule.first_s)
 
     def _upload(self, local) -> str:
         url = self.journal.upload_url(local.sha256)
@@ -344,11 +344,9 @@ class Tracker:
         self._apply(gen, task)
         if gen.done or task.status == "completed":
             return
-        if gen._predicted:
-            gen._misses += 1
+        gen._misses = gen._misses + 1 if gen._expects_done else 0
         gen._samples.append((self._clock(), task.progress))
-        delay = self.schedule.next_delay(gen._samples, gen._misses)
-        gen._predicted = delay < self.schedule.interval_s
+        delay, gen._expects_done = self.schedule.next_delay(gen._samples, gen._misses)
         self._schedule(gen, delay)
 
     def _restart_simulated(self, gen: Generation) -> None:
@@ -377,7 +375,9 @@ class Tracker:
             gen._update(
                 status="downloading", progress=100, task_id=task.id, url=task.url, expires_at=task.expires_at
             )
-            self._download(gen)
+            # A job of its own: a burst of finished variants must not hold up the status polls
+            # of the others behind their downloads.
+            self._workers.submit(self._download, gen)
         else:
             gen._update(status=task.status, progress=task.progress, task_id=task.id)
 

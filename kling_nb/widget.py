@@ -1,12 +1,15 @@
 """Live ipywidgets views of generations, drawn from render.Snapshot values.
 
-A view is one HTML widget (the card: prompt, parameters, status badge, progress bar,
-elapsed time, task id, error) plus an Output widget where the video lands. Few widget
-models keep the kernel's comm traffic and a headless run's saved widget state small.
+A view is a single Output widget whose one output is a text/html card (prompt, parameters,
+status badge, progress bar, elapsed time, task id, error) and, once done, the video. An
+Output renders its outputs like cell outputs, so the video's src can stay relative to the
+notebook (an HTML widget's cannot: FIELD-NOTES 2). One widget model per view keeps the
+comm traffic and a headless run's saved widget state small, and a view that has been
+replaced by the cell's final output is emptied.
 
 Updates arrive from worker threads. Trait changes go over the comm, which is safe from any
-thread (FIELD-NOTES 1); only changed values are sent; a view is refreshed at most ten times
-a second, a final state at once. One ticker thread per process advances elapsed times.
+thread (FIELD-NOTES 1); a view is refreshed at most ten times a second, a final state at
+once. One ticker thread per process advances the elapsed times.
 """
 
 from __future__ import annotations
@@ -27,15 +30,16 @@ class GenerationView:
     def __init__(self, gen: Generation, *, compact: bool = False):
         self.gen = gen
         self.compact = compact
-        self.card = w.HTML()
-        self.video = w.Output()
-        self.box = w.VBox([self.card, self.video], layout=w.Layout(border="1px solid #d0d7de", padding="4px"))
+        self.out = w.Output(layout=_shared_layout())
         self._last_sent = 0.0
         self._lock = threading.Lock()
-        self._shown_video = False
         self.refresh(force=True)
         gen.add_listener(self._changed)
         _TICKER.add(self)
+
+    @property
+    def card_html(self) -> str:
+        return self.out.outputs[0]["data"]["text/html"] if self.out.outputs else ""
 
     def _changed(self, gen: Generation) -> None:
         self.refresh(force=gen.done)
@@ -47,17 +51,21 @@ class GenerationView:
                 return
             self._last_sent = now
             s = render.Snapshot.of(self.gen)
-            self.card.value = render.live_card_html(s, compact=self.compact)
-            if s.video_src and s.status == "completed" and not self._shown_video:
-                # A text/html output (not a widget) inside the Output widget: JupyterLab
-                # resolves its relative src against the notebook, as for cell outputs.
-                from IPython.display import HTML
+            html = render.live_card_html(s, compact=self.compact)
+            if s.video_src and s.status == "completed":
+                html += render.video_html(s, width=320 if self.compact else 480, caption=False)
+            self.out.outputs = (
+                {"output_type": "display_data", "data": {"text/html": html, "text/plain": render.status_line(s)},
+                 "metadata": {}},
+            )
 
-                self._shown_video = True
-                self.video.append_display_data(HTML(render.video_html(s, width=320, caption=False)))
+    def retire(self) -> None:
+        """The cell's final output has replaced this view: keep nothing in it."""
+        with self._lock:
+            self.out.outputs = ()
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = self.box._repr_mimebundle_(**kwargs)
+        bundle = self.out._repr_mimebundle_(**kwargs)
         bundle["text/plain"] = render.status_line(render.Snapshot.of(self.gen))
         return bundle
 
@@ -68,22 +76,33 @@ class GridView:
     def __init__(self, gens: list[Generation], *, title: str = ""):
         self.tiles = [GenerationView(g, compact=True) for g in gens]
         cols = render.grid_columns(len(gens))
-        heading = render.html.escape(title)
         note = render.SIMULATED_NOTE if any(g.simulated for g in gens) else ""
-        self.heading = w.HTML(
-            f"<b>{heading}</b>" + (f'<div style="color:#9a6700;font-size:12px">{render.html.escape(note)}</div>'
-                                   if note else "")
-        )
-        grid = w.GridBox(
-            [t.box for t in self.tiles],
+        heading = f"<b>{render.html.escape(title)}</b>" + (
+            f'<div style="color:#9a6700;font-size:12px">{render.html.escape(note)}</div>' if note else "")
+        self.box = w.GridBox(
+            [w.HTML(heading)] + [t.out for t in self.tiles],
             layout=w.Layout(grid_template_columns=f"repeat({cols}, minmax(0, 1fr))", grid_gap="8px"),
         )
-        self.box = w.VBox([self.heading, grid])
+        self.box.children[0].layout.grid_column = "1 / -1"  # the heading spans the row
+
+    def retire(self) -> None:
+        for t in self.tiles:
+            t.retire()
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.box._repr_mimebundle_(**kwargs)
         bundle["text/plain"] = render.grid_text([render.Snapshot.of(t.gen) for t in self.tiles])
         return bundle
+
+
+_LAYOUT: list = []
+
+
+def _shared_layout() -> w.Layout:
+    """One Layout model for every view (each widget would otherwise bring its own)."""
+    if not _LAYOUT:
+        _LAYOUT.append(w.Layout())
+    return _LAYOUT[0]
 
 
 class _Ticker:

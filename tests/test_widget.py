@@ -44,7 +44,9 @@ def recording(monkeypatch):
 
 
 def card_updates(sent):
-    return [m["state"]["value"] for m in sent if m.get("method") == "update" and "value" in m.get("state", {})]
+    """The card HTML of every update a view sent."""
+    return [m["state"]["outputs"][0]["data"]["text/html"] for m in sent
+            if m.get("method") == "update" and m.get("state", {}).get("outputs")]
 
 
 def make_gen(prompt="A kite <script>alert(1)</script>"):
@@ -55,9 +57,9 @@ def test_card_shows_prompt_escaped_and_params(recording):
     from kling_nb.widget import GenerationView
 
     view = GenerationView(make_gen())
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in view.card.value
-    assert "<script>" not in view.card.value
-    assert "1080P 5s" in view.card.value and "waiting" in view.card.value
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in view.card_html
+    assert "<script>" not in view.card_html
+    assert "1080P 5s" in view.card_html and "waiting" in view.card_html
 
 
 def test_updates_are_coalesced_but_the_final_state_always_arrives(recording, monkeypatch):
@@ -100,8 +102,9 @@ def test_completed_view_holds_a_relative_video(recording, tmp_path, monkeypatch)
     gen = make_gen("A kite")
     view = GenerationView(gen)
     gen._finish(status="completed", progress=100, video_path=video)
-    html = view.video.outputs[0]["data"]["text/html"]
-    assert '<video src="kling_outputs/kite-1.mp4"' in html
+    assert '<video src="kling_outputs/kite-1.mp4"' in view.card_html
+    view.retire()
+    assert card_updates(recording)[-1:] != [] and view.out.outputs == ()
 
 
 def test_status_from_the_service_is_plain_data():

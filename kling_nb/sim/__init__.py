@@ -64,5 +64,10 @@ class Simulator:
         """Accepted (billed) submits for "submit"; requests of that kind otherwise."""
         return self._server.stats().get(kind, 0)
 
+    def accepted_bodies(self) -> list[dict]:
+        """The body of every task created (every billed submit), oldest first."""
+        with self._server.state.lock:
+            return [t.body for t in self._server.state.tasks.values()]
+
     def set_faults(self, faults: Faults) -> None:
         self._server.state.set_faults(faults)

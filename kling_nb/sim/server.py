@@ -463,6 +463,13 @@ class SimServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.base_url = f"http://{host}:{port}"
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up (a timeout, an injected fault) is normal here, not news."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
     def stats(self) -> dict:
         with self.state.lock:
             counts: dict[str, int] = {}
