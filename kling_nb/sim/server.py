@@ -44,6 +44,7 @@ class Faults:
     seed: int | None = None
     retry_after: float = 1.0  # seconds, sent with 429
     slow_s: float = 3.0  # how long a "slow" answer takes
+    endpoints: tuple[str, ...] = ("submit", "status", "upload", "download")  # which requests may be hit
 
 
 # Which fault kinds make sense for which kind of request.
@@ -88,7 +89,7 @@ class State:
     def draw_fault(self, kind: str) -> str | None:
         with self.lock:
             f = self.faults
-            if f.rate <= 0 or kind not in _APPLICABLE:
+            if f.rate <= 0 or kind not in _APPLICABLE or kind not in f.endpoints:
                 return None
             if self._random.random() >= f.rate:
                 return None
@@ -390,6 +391,7 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 data = json.loads(self._body() or b"{}")
                 data["kinds"] = tuple(data.get("kinds", Faults.kinds))
+                data["endpoints"] = tuple(data.get("endpoints", Faults.endpoints))
                 state.set_faults(Faults(**data))
             except (ValueError, TypeError) as err:
                 self._error(400, "invalid_request", f"bad faults: {err}")
