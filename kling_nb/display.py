@@ -17,6 +17,7 @@ Who receives that replacement depends on the frontend (FIELD-NOTES 1):
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from typing import Any
@@ -62,10 +63,12 @@ def current_parent() -> dict | None:
 class CellOutput:
     """The output of one `%%kling` cell (one generation or a grid of them)."""
 
-    def __init__(self, gens: list[Generation], *, grid: bool = False, title: str = ""):
+    def __init__(self, gens: list[Generation], *, grid: bool = False, title: str = "",
+                 labels: list[dict] | None = None):
         self.gens = gens
         self.grid = grid
         self.title = title
+        self.labels = labels  # tile labels for this output only (compare), else each gen's own
         self.display_id = f"kling-{uuid.uuid4().hex}"
         self.parent = None
         self.view = None
@@ -77,7 +80,10 @@ class CellOutput:
         return all(g.done for g in self.gens)
 
     def snapshots(self) -> list[render.Snapshot]:
-        return [render.Snapshot.of(g) for g in self.gens]
+        snaps = [render.Snapshot.of(g) for g in self.gens]
+        if self.labels is not None:
+            snaps = [dataclasses.replace(s, label=label) for s, label in zip(snaps, self.labels)]
+        return snaps
 
     def final_bundle(self) -> dict[str, str]:
         snaps = self.snapshots()

@@ -199,19 +199,16 @@ class KlingMagics(Magics):
 
 
 def show_compare(runtime: Runtime, names: list[str]) -> Generations:
-    """Named generations (this session or the journal) side by side in one grid."""
-    gens = Generations()
+    """Named generations (this session or the journal) side by side in one grid, each tile
+    labelled with its name and, for a sweep, what set it apart."""
+    gens, labels = Generations(), []
     for name in names:
         found = runtime.by_name(name)
         if not found:
             raise SpecError(f"no generation named {name!r} in this session or the journal", field="compare")
-        for g in found:
-            if not g.label:
-                g.label = {"name": name}
-            else:
-                g.label = {"name": name, **g.label}
         gens.extend(found)
-    output = CellOutput(gens, grid=True, title="compare: " + " · ".join(names))
+        labels.extend({"name": name, **g.label} for g in found)
+    output = CellOutput(gens, grid=True, title="compare: " + " · ".join(names), labels=labels)
     runtime.outputs.append(output)
     output.show()
     return gens

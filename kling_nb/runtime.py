@@ -44,12 +44,12 @@ class Runtime:
         environ=os.environ,
     ):
         self.output_dir = Path(output_dir).resolve()
-        self.schedule = schedule
+        self._base_url = base_url or environ.get("TOAPIS_BASE_URL") or None
+        self._api_key = api_key or environ.get("TOAPIS_API_KEY") or None
+        self._schedule = schedule
         self.deadline_s = deadline_s
         self.workers = workers
         self._environ = environ
-        self._base_url = base_url or environ.get("TOAPIS_BASE_URL") or None
-        self._api_key = api_key or environ.get("TOAPIS_API_KEY") or None
         self._sim_config = sim_config
         self._client_options = dict(client_options or {})  # timeouts and retries (tests, tuning)
         self.simulator = None
@@ -60,6 +60,15 @@ class Runtime:
         self._journal: Journal | None = None
 
     # -- wiring ------------------------------------------------------------------------
+    @property
+    def schedule(self) -> PollSchedule:
+        if not self.simulated:
+            return self._schedule
+        # The embedded simulator is local and free: look every second so progress shows.
+        s = self._schedule
+        return PollSchedule(min(s.first_s, 1.0), min(s.interval_s, 1.0), min(s.min_s, 0.2), s.margin_s,
+                            max(1.0, min(s.max_s, 5.0)))
+
     @property
     def simulated(self) -> bool:
         """No key and no base URL: everything goes to the embedded simulator."""
