@@ -109,7 +109,9 @@ def generate(prompt: str, *, name: str | None = None, force: bool = False, show:
     """
     from .display import CellOutput
 
-    request = spec.from_fields(prompt, fields)
+    from .spec import from_fields
+
+    request = from_fields(prompt, fields)
     runtime = _runtime()
     gen = runtime.run(request, name=name, force=force)
     if show:
@@ -136,5 +138,3 @@ def compare(names_or_generations, *, title: str = "compare") -> Generations:
     output.show()
     return gens
 
-
-from . import spec  # noqa: E402  (generate() reads spec.from_fields)

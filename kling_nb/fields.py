@@ -243,15 +243,8 @@ def _images(h: dict, meta: dict, lines: Lines) -> list | None:
             out.append(entry)
         return out
     if "image_list" in meta:
-        for i, item in enumerate(_as_list(meta["image_list"], "metadata.image_list", lines.of("metadata", "image_list"))):
-            line = lines.of("metadata", "image_list", i)
-            item = _item(item, API_IMAGE_KEYS, f"metadata.image_list[{i}]", line)
-            if not isinstance(item.get("image_url"), str):
-                raise SpecError("needs an image_url", field=f"metadata.image_list[{i}]", line=line)
-            if "type" in item:
-                _choice(item["type"], IMAGE_TYPES, f"metadata.image_list[{i}].type", line)
-            out.append(dict(item))
-        return out
+        return _api_list(meta["image_list"], "metadata.image_list", ("metadata", "image_list"), API_IMAGE_KEYS,
+                         "image_url", {"type": _one_of(IMAGE_TYPES)}, lines)
     return None
 
 
@@ -275,18 +268,8 @@ def _videos(h: dict, lines: Lines) -> list | None:
             })
         return out
     if "video_list" in h:
-        for i, item in enumerate(_as_list(h["video_list"], "video_list", lines.of("video_list"))):
-            line = lines.of("video_list", i)
-            item = dict(_item(item, API_VIDEO_KEYS, f"video_list[{i}]", line))
-            if not isinstance(item.get("video_url"), str):
-                raise SpecError("needs a video_url", field=f"video_list[{i}]", line=line)
-            if "refer_type" in item:
-                _choice(item["refer_type"], REFER_TYPES, f"video_list[{i}].refer_type", line)
-            if "keep_original_sound" in item:
-                item["keep_original_sound"] = _yes_no(item["keep_original_sound"],
-                                                      f"video_list[{i}].keep_original_sound", line)
-            out.append(item)
-        return out
+        return _api_list(h["video_list"], "video_list", ("video_list",), API_VIDEO_KEYS, "video_url",
+                         {"refer_type": _one_of(REFER_TYPES), "keep_original_sound": _yes_no}, lines)
     return None
 
 
@@ -309,16 +292,30 @@ def _elements(h: dict, meta: dict, lines: Lines) -> list | None:
             })
         return out
     if "element_list" in meta:
-        for i, item in enumerate(_as_list(meta["element_list"], "metadata.element_list", lines.of("metadata", "element_list"))):
-            line = lines.of("metadata", "element_list", i)
-            item = _item(item, API_ELEMENT_KEYS, f"metadata.element_list[{i}]", line)
-            if not isinstance(item.get("url"), str):
-                raise SpecError("needs a url", field=f"metadata.element_list[{i}]", line=line)
-            if "type" in item:
-                _choice(item["type"], ELEMENT_TYPES, f"metadata.element_list[{i}].type", line)
-            out.append(dict(item))
-        return out
+        return _api_list(meta["element_list"], "metadata.element_list", ("metadata", "element_list"),
+                         API_ELEMENT_KEYS, "url", {"type": _one_of(ELEMENT_TYPES)}, lines)
     return None
+
+
+def _api_list(items: Any, where: str, path: tuple, allowed: tuple[str, ...], url_key: str, checks: dict,
+              lines: Lines) -> list:
+    """A list written in the API's own shape (pasted from the docs): every key known, the URL
+    present, enumerated values checked (and booleans turned into the API's words)."""
+    out = []
+    for i, item in enumerate(_as_list(items, where, lines.of(*path))):
+        line = lines.of(*path, i)
+        item = dict(_item(item, allowed, f"{where}[{i}]", line))
+        if not isinstance(item.get(url_key), str):
+            raise SpecError(f"needs a {url_key}", field=f"{where}[{i}]", line=line)
+        for key, check in checks.items():
+            if key in item:
+                item[key] = check(item[key], f"{where}[{i}].{key}", line)
+        out.append(item)
+    return out
+
+
+def _one_of(allowed: tuple[str, ...]):
+    return lambda value, name, line: _choice(value, allowed, name, line)
 
 
 def _media(item: dict, key: str, where: tuple, name: str, line: int | None, base_dir: Path,

@@ -83,6 +83,7 @@ class KlingMagics(Magics):
     # -- %%kling -----------------------------------------------------------------------
     @cell_magic("kling")
     def kling(self, line: str, cell: str):
+        """(the help text is CELL_HELP, below)"""
         batch = spec.parse_batch(
             cell, line, namespace=self.shell.user_ns, allowed_models=tuple(self.allowed_models), base_dir=os.getcwd()
         )
@@ -196,6 +197,35 @@ class KlingMagics(Magics):
         if not args:
             raise SpecError("usage: %kling compare NAME1 NAME2 ...")
         show_compare(self.runtime, args)
+
+
+CELL_HELP = f"""Generate a video with kling-video-o1: %%kling [options], then an optional YAML
+header, a line `---`, and the prompt. Returns at once; a live widget tracks the generation;
+the finished video is saved in kling_outputs/ and shown inline.
+
+    %%kling --name skyline --wait
+    mode: pro              # std (720P) or pro (1080P)
+    duration: 5            # 5 or 10 seconds
+    aspect_ratio: 16:9     # 16:9, 9:16, 1:1 (others allowed, with a warning)
+    audio: false           # true: generate sound (billed as "Sound"; not with videos)
+    images: [media/portrait.png]   # URLs or local images (uploaded once); <<<image_N>>>
+    ---
+    Make the person in <<<image_1>>> wave at the camera
+
+Other header keys: videos (URL, refer_type base|feature, keep_original_sound; <<<video_N>>>),
+elements (URL or local image, role; <<<element_N>>>), metadata, video_list, model, prompt.
+A JSON body from the vendor's docs is a valid header. Variants: `sweep:` maps fields to lists
+(every combination); `variants:` lists partial headers. {{name}} fills in a Python variable in the
+prompt or a string value; {{{{ and }}}} are literal braces.
+
+Options:
+{spec.LINE_HELP}
+
+Line commands:
+{LINE_COMMANDS}
+"""
+KlingMagics.kling.__doc__ = CELL_HELP
+KlingMagics.kling_line.__doc__ = "Session commands for kling_nb:\n" + LINE_COMMANDS
 
 
 def show_compare(runtime: Runtime, names: list[str]) -> Generations:
