@@ -164,3 +164,30 @@ def test_config_traits(shell):
     ip.run_line_magic("config", "KlingMagics.output_dir = 'renders'")
     magics = [c for c in ip.configurables if type(c).__name__ == "KlingMagics"][0]
     assert magics.output_dir == "renders" and magics.runtime.output_dir.name == "renders"
+
+
+def test_history_show_and_generate_from_python(shell, capsys):
+    ip, sim = shell
+    import kling_nb
+
+    gen = kling_nb.generate("A kite from Python", mode="pro", name="py")
+    assert gen.wait(30).status == "completed" and gen.body["mode"] == "pro"
+    ip.run_line_magic("kling", "history")
+    capsys.readouterr()
+    ip.run_line_magic("kling", "show 1")
+    out = capsys.readouterr().out
+    assert "✓ py: completed" in out and "nothing sent" in out
+    assert sim.count("submit") == 1
+    assert not ip.run_cell("%kling show 99").success
+
+
+def test_login_reads_the_key_without_echo(shell, monkeypatch, capsys):
+    ip, sim = shell
+    import getpass
+
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": "sk-typed-SECRET")
+    ip.run_line_magic("kling", "login")
+    out = capsys.readouterr().out
+    assert "key set" in out and "sk-typed-SECRET" not in out
+    magics = [c for c in ip.configurables if type(c).__name__ == "KlingMagics"][0]
+    assert "sk-typed-SECRET" not in repr(magics.runtime) and "sk-typed-SECRET" not in repr(magics.runtime.tracker.client)
