@@ -100,8 +100,8 @@ _LAYOUT: list = []
 
 def _shared_layout() -> w.Layout:
     """One Layout model for every view (each widget would otherwise bring its own)."""
-    if not _LAYOUT:
-        _LAYOUT.append(w.Layout())
+    if not _LAYOUT or _LAYOUT[0].comm is None:  # none yet, or closed (Widget.close_all())
+        _LAYOUT[:] = [w.Layout()]
     return _LAYOUT[0]
 
 

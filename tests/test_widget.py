@@ -38,9 +38,12 @@ class RecordingComm:
 
 @pytest.fixture
 def recording(monkeypatch):
+    import ipywidgets
+
     RecordingComm.sent = []
     monkeypatch.setattr(comm, "create_comm", RecordingComm)
-    return RecordingComm.sent
+    yield RecordingComm.sent
+    ipywidgets.Widget.close_all()  # while the fake comm is in place, not at interpreter exit
 
 
 def card_updates(sent):
