@@ -13,6 +13,8 @@ With no TOAPIS_API_KEY set, everything runs on the embedded simulator.
 
 from __future__ import annotations
 
+import logging
+
 from .errors import (
     APIError,
     ConfigError,
@@ -50,6 +52,10 @@ __all__ = [
     "unload_ipython_extension",
 ]
 __version__ = "0.1.0"
+
+# A library logs only where the user asks it to: errors reach people on the generation itself,
+# and a background thread's stray stderr would land in whichever cell happens to be running.
+logging.getLogger("kling_nb").addHandler(logging.NullHandler())
 
 
 def load_ipython_extension(ipython) -> None:

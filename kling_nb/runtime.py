@@ -77,9 +77,7 @@ class Runtime:
     @property
     def journal(self) -> Journal:
         with self._lock:
-            if self._journal is None:
-                self._journal = Journal(self.output_dir / "journal.sqlite")
-            return self._journal
+            return self._journal_unlocked()
 
     @property
     def tracker(self) -> Tracker:

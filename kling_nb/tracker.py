@@ -235,7 +235,7 @@ class Tracker:
     # -- entry points ------------------------------------------------------------------
     def start(self, gen: Generation) -> None:
         """Upload, submit and track a generation whose journal record says 'new'."""
-        self._workers.submit(self._submit, gen)
+        self._run(self._submit, gen)
 
     def attach(self, gen: Generation) -> None:
         """Track a task that already exists (its task_id is set)."""
@@ -246,7 +246,7 @@ class Tracker:
     def fetch(self, gen: Generation) -> None:
         """Download the video of a completed task whose local file is missing."""
         gen._reopen()
-        self._workers.submit(self._download, gen)
+        self._run(self._download, gen)
 
     def close(self) -> None:
         with self._cond:
@@ -276,9 +276,23 @@ class Tracker:
                 while self._due and self._due[0][0] <= now:
                     due.append(heapq.heappop(self._due)[2])
             for gen in due:
-                self._workers.submit(self._poll, gen)
+                self._run(self._poll, gen)
 
     # -- worker jobs -------------------------------------------------------------------
+    def _run(self, job: Callable[[Generation], None], gen: Generation) -> None:
+        self._workers.submit(self._guarded, job, gen)
+
+    def _guarded(self, job: Callable[[Generation], None], gen: Generation) -> None:
+        """No silent failures in the background: a bug or a broken journal ends the job with
+        a message on the generation (tracking stops; the task itself goes on)."""
+        try:
+            job(gen)
+        except Exception as err:
+            log.exception("kling_nb background job failed")
+            gen._finish(error=KlingError(
+                f"internal error while tracking ({type(err).__name__}: {str(err)[:200]}); the task goes on: "
+                "re-run the cell or `%kling resume` to pick it up"))
+
     def _submit(self, gen: Generation) -> None:
         try:
             urls = {}
@@ -377,7 +391,7 @@ class Tracker:
             )
             # A job of its own: a burst of finished variants must not hold up the status polls
             # of the others behind their downloads.
-            self._workers.submit(self._download, gen)
+            self._run(self._download, gen)
         else:
             gen._update(status=task.status, progress=task.progress, task_id=task.id)
 

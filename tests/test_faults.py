@@ -56,3 +56,20 @@ def test_hundred_generations_with_a_fifth_of_requests_faulted(tmp_path):
     unknown = [g for g in failed if "may have been accepted" in g.error.message]
     assert len(tracked) <= len(accepted) <= len(tracked) + len(unknown)
     assert len(completed) >= 60
+
+
+def test_a_broken_journal_is_reported_on_the_generation_not_swallowed(tmp_path):
+    with Simulator(config=SimConfig(queue_s=0.05, run_s=0.2)) as sim:
+        runtime = Runtime(output_dir=tmp_path, base_url=sim.base_url, api_key="k", environ={},
+                          schedule=PollSchedule(0.05, 0.1, 0.05, max_s=0.2))
+        try:
+            gen = runtime.run(from_fields("A kite", {}))
+
+            def broken(*args, **kwargs):
+                raise OSError("disk full")
+
+            runtime.journal.record_status = broken
+            gen.wait(30)
+        finally:
+            runtime.close()
+    assert gen.error is not None and "disk full" in gen.error.message and "resume" in gen.error.message
