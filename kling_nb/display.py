@@ -104,7 +104,8 @@ class CellOutput:
             from .widget import GenerationView, GridView
 
             self.parent = current_parent()
-            self.view = GridView(self.gens, title=self.title) if self.grid else GenerationView(self.gens[0])
+            self.view = (GridView(self.gens, title=self.title, labels=self.labels) if self.grid
+                         else GenerationView(self.gens[0]))
             publish(self.view._repr_mimebundle_(), display_id=self.display_id, update=False)
         for g in self.gens:
             g.add_listener(self._changed)

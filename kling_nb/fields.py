@@ -84,8 +84,10 @@ def build_body(
     base_dir: Path,
     namespace: dict | None,
     allowed_models: tuple[str, ...] = (MODEL,),
+    prompt_line: int | None = None,
 ) -> tuple[dict, list[LocalFile], list[str]]:
-    """The body to POST, the local files to upload, and warnings; SpecError on any mistake."""
+    """The body to POST, the local files to upload, and warnings; SpecError on any mistake.
+    `prompt_line` is the cell line where the prompt starts, when it was written after `---`."""
     for key in header:
         if key not in TOP_LEVEL:
             _unknown(key, TOP_LEVEL, "header", lines.of(key))
@@ -161,7 +163,7 @@ def build_body(
         _media(item, "url", ("metadata", "element_list", i, "url"), "elements",
                lines.of("elements", i) or lines.of("metadata", "element_list", i), base_dir, uploads)
 
-    warnings.extend(_placeholders(prompt, body))
+    warnings.extend(_placeholders(prompt, body, prompt_line))
     return body, uploads, warnings
 
 
@@ -360,13 +362,16 @@ def _media(item: dict, key: str, where: tuple, name: str, line: int | None, base
 
 
 # -- placeholders ----------------------------------------------------------------------
-def _placeholders(prompt: str, body: dict) -> list[str]:
+def _placeholders(prompt: str, body: dict, prompt_line: int | None) -> list[str]:
+    def line_of(match) -> int | None:
+        return None if prompt_line is None else prompt_line + prompt.count("\n", 0, match.start())
+
     warnings = []
     for match in ANY_TRIPLE_ANGLE.finditer(prompt):
         if not PLACEHOLDER.fullmatch(match.group(0)):
             raise SpecError(
                 f"malformed placeholder {match.group(0)[:40]!r}: write <<<image_N>>>, <<<video_N>>> or <<<element_N>>>",
-                field="prompt")
+                field="prompt", line=line_of(match))
     for kind, path in PLACEHOLDER_LISTS.items():
         node: Any = body
         for key in path:
@@ -380,7 +385,8 @@ def _placeholders(prompt: str, body: dict) -> list[str]:
             n = int(match.group(2))
             if n > len(items):
                 have = f"has {len(items)} item{'s' * (len(items) != 1)}" if items else "is empty"
-                raise SpecError(f"{match.group(0)} refers to item {n} of {where}, which {have}", field="prompt")
+                raise SpecError(f"{match.group(0)} refers to item {n} of {where}, which {have}", field="prompt",
+                                line=line_of(match))
             if n not in order:
                 order.append(n)
         unused = [i for i in range(1, len(items) + 1) if i not in order]

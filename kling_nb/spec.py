@@ -131,17 +131,18 @@ def parse_batch(cell: str, line: str = "", namespace: dict | None = None, *, all
     if "\x00" in cell:
         raise SpecError("the cell contains a NUL character (binary data?)")
     options = parse_line(line)
-    header_text, first_line, body_prompt = split_cell(cell)
+    header_text, first_line, body_prompt, body_prompt_line = split_cell(cell)
     header, lines = load_header(header_text, first_line)
     base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
     variants = expand(header, lines)
     requests = []
     for (variant, _changed), label in zip(variants, labels([c for _, c in variants])):
         prompt = _prompt(variant, header, body_prompt, lines)
+        prompt_line = body_prompt_line if prompt == body_prompt else None
         fields = {k: v for k, v in variant.items() if k != "prompt"}
         body, uploads, warnings = build_body(
             fields, prompt, lines=lines, base_dir=base, namespace=namespace if namespace is not None else {},
-            allowed_models=tuple(allowed_models))
+            allowed_models=tuple(allowed_models), prompt_line=prompt_line)
         if len(json.dumps(body)) > MAX_BODY_BYTES:
             raise SpecError(f"the request body would be over {MAX_BODY_BYTES // 1024} KB; keep it small")
         requests.append(Request(body, tuple(uploads), tuple(warnings), options, label))
@@ -188,27 +189,29 @@ def parse_line(line: str) -> Options:
 
 
 # -- the cell ----------------------------------------------------------------------------
-def split_cell(cell: str) -> tuple[str, int, str]:
-    """(header text, 1-based cell line where it starts, prompt text)."""
+def split_cell(cell: str) -> tuple[str, int, str, int]:
+    """(header text, cell line where it starts, prompt text, cell line where the prompt starts)."""
     rows = cell.replace("\r\n", "\n").split("\n")
     marks = [i for i, row in enumerate(rows) if row.rstrip() == "---"]
     if not marks:
-        return "", 1, _trim(rows)
+        return "", 1, *_trim(rows, 0)
     first_text = next((i for i, row in enumerate(rows) if row.strip()), None)
     if marks[0] == first_text and len(marks) > 1:  # front matter: --- header --- prompt
         start, end = marks[0], marks[1]
-        return "\n".join(rows[start + 1 : end]), start + 2, _trim(rows[end + 1 :])
+        return "\n".join(rows[start + 1 : end]), start + 2, *_trim(rows[end + 1 :], end + 1)
     if marks[0] == first_text:  # a lone leading ---: no header
-        return "", 1, _trim(rows[marks[0] + 1 :])
-    return "\n".join(rows[: marks[0]]), 1, _trim(rows[marks[0] + 1 :])
+        return "", 1, *_trim(rows[marks[0] + 1 :], marks[0] + 1)
+    return "\n".join(rows[: marks[0]]), 1, *_trim(rows[marks[0] + 1 :], marks[0] + 1)
 
 
-def _trim(rows: list[str]) -> str:
+def _trim(rows: list[str], offset: int) -> tuple[str, int]:
+    """The rows without outer blank lines, and the 1-based cell line of the first one kept
+    (`offset` is the 0-based index of rows[0] in the cell)."""
     while rows and not rows[0].strip():
-        rows = rows[1:]
+        rows, offset = rows[1:], offset + 1
     while rows and not rows[-1].strip():
         rows = rows[:-1]
-    return "\n".join(rows)
+    return "\n".join(rows), offset + 1
 
 
 def _prompt(variant: dict, header: dict, body_prompt: str, lines: Lines) -> str:

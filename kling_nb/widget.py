@@ -14,6 +14,7 @@ once. One ticker thread per process advances the elapsed times.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import weakref
@@ -27,9 +28,10 @@ MIN_REFRESH_S = 0.1
 
 
 class GenerationView:
-    def __init__(self, gen: Generation, *, compact: bool = False):
+    def __init__(self, gen: Generation, *, compact: bool = False, label: dict | None = None):
         self.gen = gen
         self.compact = compact
+        self.label = label  # this view's tile label (compare), else the generation's own
         self.out = w.Output(layout=_shared_layout())
         self._last_sent = 0.0
         self._lock = threading.Lock()
@@ -51,6 +53,8 @@ class GenerationView:
                 return
             self._last_sent = now
             s = render.Snapshot.of(self.gen)
+            if self.label is not None:
+                s = dataclasses.replace(s, label=self.label)
             html = render.live_card_html(s, compact=self.compact)
             if s.video_src and s.status == "completed":
                 html += render.video_html(s, width=320 if self.compact else 480, caption=False)
@@ -73,8 +77,9 @@ class GenerationView:
 class GridView:
     """One tile per variant, labelled with what differs; each fills in as its video lands."""
 
-    def __init__(self, gens: list[Generation], *, title: str = ""):
-        self.tiles = [GenerationView(g, compact=True) for g in gens]
+    def __init__(self, gens: list[Generation], *, title: str = "", labels: list[dict] | None = None):
+        self.tiles = [GenerationView(g, compact=True, label=labels[i] if labels else None)
+                      for i, g in enumerate(gens)]
         cols = render.grid_columns(len(gens))
         note = render.SIMULATED_NOTE if any(g.simulated for g in gens) else ""
         heading = f"<b>{render.html.escape(title)}</b>" + (

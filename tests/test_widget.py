@@ -194,3 +194,12 @@ def test_login_reads_the_key_without_echo(shell, monkeypatch, capsys):
     assert "key set" in out and "sk-typed-SECRET" not in out
     magics = [c for c in ip.configurables if type(c).__name__ == "KlingMagics"][0]
     assert "sk-typed-SECRET" not in repr(magics.runtime) and "sk-typed-SECRET" not in repr(magics.runtime.tracker.client)
+
+
+def test_grid_tiles_show_the_labels_they_are_given(recording):
+    from kling_nb.widget import GridView
+
+    gens = [make_gen("A calm sea"), make_gen("A rough sea")]
+    grid = GridView(gens, title="compare", labels=[{"name": "calm"}, {"name": "rough"}])
+    assert "name=calm" in grid.tiles[0].card_html and "name=rough" in grid.tiles[1].card_html
+    assert gens[0].label == {}  # the generations' own labels are untouched
