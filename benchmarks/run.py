@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kling_nb import parse_batch  # noqa: E402
-from kling_nb.spec import from_fields  # noqa: E402
-from kling_nb.runtime import Runtime  # noqa: E402
-from kling_nb.schedule import PollSchedule  # noqa: E402
+from kling_nb.cell.spec import from_fields  # noqa: E402
+from kling_nb.engine.session import Runtime  # noqa: E402
+from kling_nb.engine.schedule import PollSchedule  # noqa: E402
 
 KEY = "bench-key"
 TASK_QUEUE_S, TASK_RUN_S = 3.0, 27.0  # a 30 s task: the short end of the vendor's 1-5 minutes
@@ -242,7 +242,7 @@ def bench_notebook_size() -> dict:
 # -- 4. memory while downloading 200 MB -------------------------------------------------------
 DOWNLOAD_CHILD = """
 import json, sys, threading, time
-from kling_nb.client import Client
+from kling_nb.service.client import Client
 
 def rss_kb():
     with open("/proc/self/statm") as f:

@@ -27,8 +27,8 @@ from .errors import (
     SubmitUnknownError,
     TransportError,
 )
-from .spec import Request, parse, parse_batch
-from .tracker import Generation, Generations
+from .cell.spec import Request, parse, parse_batch
+from .engine.tracker import Generation, Generations
 
 __all__ = [
     "APIError",
@@ -60,7 +60,7 @@ logging.getLogger("kling_nb").addHandler(logging.NullHandler())
 
 def load_ipython_extension(ipython) -> None:
     from .errors import KlingError
-    from .magic import KlingMagics, short_error_handler
+    from .notebook.magics import KlingMagics, short_error_handler
 
     magics = KlingMagics(shell=ipython, parent=ipython)
     ipython.register_magics(magics)
@@ -77,7 +77,7 @@ def unload_ipython_extension(ipython) -> None:
 
 
 def _magics(ipython=None):
-    from .magic import KlingMagics
+    from .notebook.magics import KlingMagics
 
     if ipython is None:
         from IPython import get_ipython
@@ -101,7 +101,7 @@ def _runtime():
     if magics is not None:
         return magics.runtime
     if _default_runtime is None:
-        from .runtime import Runtime
+        from .engine.session import Runtime
 
         _default_runtime = Runtime()
     return _default_runtime
@@ -113,9 +113,9 @@ def generate(prompt: str, *, name: str | None = None, force: bool = False, show:
     Fields are the cell header's: mode, duration, aspect_ratio, audio, images, videos,
     elements, metadata, video_list... Validation is the same as for a cell.
     """
-    from .display import CellOutput
+    from .notebook.display import CellOutput
 
-    from .spec import from_fields
+    from .cell.spec import from_fields
 
     request = from_fields(prompt, fields)
     runtime = _runtime()
@@ -129,8 +129,8 @@ def generate(prompt: str, *, name: str | None = None, force: bool = False, show:
 
 def compare(names_or_generations, *, title: str = "compare") -> Generations:
     """Show named generations (str) or Generation objects side by side in one grid."""
-    from .display import CellOutput
-    from .magic import show_compare
+    from .notebook.display import CellOutput
+    from .notebook.magics import show_compare
 
     items = list(names_or_generations)
     runtime = _runtime()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import kling_nb
-from kling_nb.magic import CELL_HELP, KlingMagics
+from kling_nb.notebook.magics import CELL_HELP, KlingMagics
 
 
 def test_exported_members():

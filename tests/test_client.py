@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 from requests.adapters import BaseAdapter
 
-from kling_nb.client import Client
+from kling_nb.service.client import Client
 from kling_nb.errors import (
     AuthError,
     ConfigError,

@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 
 from kling_nb import KlingError
-from kling_nb.runtime import Runtime
-from kling_nb.schedule import PollSchedule
+from kling_nb.engine.session import Runtime
+from kling_nb.engine.schedule import PollSchedule
 from kling_nb.sim import Faults, SimConfig, Simulator
-from kling_nb.spec import from_fields
+from kling_nb.cell.spec import from_fields
 
 KINDS = ("429", "500", "502", "503", "drop", "slow", "truncate", "drop_after_accept")
 

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from kling_nb import SpecError, parse
-from kling_nb.render import Snapshot, failure_html, generation_html
-from kling_nb.runtime import Runtime
-from kling_nb.schedule import PollSchedule
-from kling_nb.spec import from_fields
+from kling_nb.notebook.render import Snapshot, failure_html, generation_html
+from kling_nb.engine.session import Runtime
+from kling_nb.engine.schedule import PollSchedule
+from kling_nb.cell.spec import from_fields
 
 EVIL_HTML = '<img src=x onerror="alert(1)">'
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kling_nb.journal import Journal, Record
-from kling_nb.status import TaskStatus
+from kling_nb.engine.journal import Journal, Record
+from kling_nb.service.status import TaskStatus
 
 BODY = {"model": "kling-video-o1", "prompt": "A kite", "metadata": {"image_list": [{"image_url": "https://x/y.png"}]}}
 
@@ -166,8 +166,8 @@ def test_threads_lose_nothing(journal):
 
 WORKER = """
 import sys, json
-from kling_nb.journal import Journal
-from kling_nb.status import TaskStatus
+from kling_nb.engine.journal import Journal
+from kling_nb.service.status import TaskStatus
 path, tag = sys.argv[1], sys.argv[2]
 j = Journal(path)
 decisions = []

@@ -8,7 +8,7 @@ import time
 import pytest
 from jupyter_client import KernelManager
 
-from kling_nb.journal import Journal
+from kling_nb.engine.journal import Journal
 from kling_nb.sim import Faults, SimConfig, Simulator
 
 from .kernel_harness import FAST_CONFIG, SECRET, html_of, notebook, run, sim_env, text_of

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from kling_nb import KlingError, SpecError, parse, parse_batch
-from kling_nb.spec import from_fields
+from kling_nb.cell.spec import from_fields
 
 # The five examples of the vendor's page (shared/seed), verbatim.
 SEED = {

@@ -9,8 +9,8 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from kling_nb import parse
 from kling_nb.sim import SimConfig, Simulator
-from kling_nb.status import TaskStatus
-from kling_nb.tracker import Generation
+from kling_nb.service.status import TaskStatus
+from kling_nb.engine.tracker import Generation
 
 
 class RecordingComm:
@@ -57,7 +57,7 @@ def make_gen(prompt="A kite <script>alert(1)</script>"):
 
 
 def test_card_shows_prompt_escaped_and_params(recording):
-    from kling_nb.widget import GenerationView
+    from kling_nb.notebook.widget import GenerationView
 
     view = GenerationView(make_gen())
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in view.card_html
@@ -66,7 +66,7 @@ def test_card_shows_prompt_escaped_and_params(recording):
 
 
 def test_updates_are_coalesced_but_the_final_state_always_arrives(recording, monkeypatch):
-    from kling_nb import widget
+    from kling_nb.notebook import widget
 
     gen = make_gen("A kite")
     view = widget.GenerationView(gen)
@@ -84,7 +84,7 @@ def test_updates_are_coalesced_but_the_final_state_always_arrives(recording, mon
 
 
 def test_progress_reaches_the_widget(recording, monkeypatch):
-    from kling_nb import widget
+    from kling_nb.notebook import widget
 
     gen = make_gen("A kite")
     widget.GenerationView(gen)
@@ -96,7 +96,7 @@ def test_progress_reaches_the_widget(recording, monkeypatch):
 
 
 def test_completed_view_holds_a_relative_video(recording, tmp_path, monkeypatch):
-    from kling_nb.widget import GenerationView
+    from kling_nb.notebook.widget import GenerationView
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "kling_outputs").mkdir()
@@ -197,7 +197,7 @@ def test_login_reads_the_key_without_echo(shell, monkeypatch, capsys):
 
 
 def test_grid_tiles_show_the_labels_they_are_given(recording):
-    from kling_nb.widget import GridView
+    from kling_nb.notebook.widget import GridView
 
     gens = [make_gen("A calm sea"), make_gen("A rough sea")]
     grid = GridView(gens, title="compare", labels=[{"name": "calm"}, {"name": "rough"}])

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import yaml
 
-from .contract import MODEL, billing_class
-from .errors import SpecError
+from ..contract import MODEL, billing_class
+from ..errors import SpecError
 from .fields import Lines, LocalFile, build_body
 from .sweep import expand, labels
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .contract import (
+from ..contract import (
     ANY_TRIPLE_ANGLE,
     COMMON_ASPECT_RATIOS,
     DURATIONS,
@@ -33,7 +33,7 @@ from .contract import (
     sniff_image,
     sniff_video,
 )
-from .errors import SpecError
+from ..errors import SpecError
 
 TOP_LEVEL = ("model", "prompt", "mode", "duration", "aspect_ratio", "audio", "video_list", "metadata",
              "images", "videos", "elements")

@@ -17,8 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .client import Client
-from .errors import ConfigError, KlingError, SubmitUnknownError
+from ..service.client import Client
+from ..errors import ConfigError, KlingError, SubmitUnknownError
 from .journal import Journal
 from .schedule import PollSchedule
 from .tracker import Generation, Tracker, expired_error
@@ -101,7 +101,7 @@ class Runtime:
     def _make_client(self) -> Client:
         if not self.simulated:
             return Client(self._base_url, self._api_key, environ=self._environ, **self._client_options)
-        from .sim import SimConfig, Simulator
+        from ..sim import SimConfig, Simulator
 
         self.simulator = Simulator(config=self._sim_config or SimConfig()).start()
         return Client(self.simulator.base_url, SIM_KEY, environ={}, **self._client_options)
@@ -234,7 +234,7 @@ class Runtime:
 
     def from_record(self, record) -> Generation:
         """A generation for a journal entry: its saved video, or its task tracked again."""
-        from .spec import Request
+        from ..cell.spec import Request
 
         gen = Generation(Request.from_body(record.body), name=record.name, label=record.label)
         gen.simulated, gen.identity, gen.run_id = record.identity.startswith("sim:"), record.identity, record.run_id

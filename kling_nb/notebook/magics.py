@@ -18,13 +18,15 @@ import uuid
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Float, Int, List, Unicode, observe
 
-from . import render, spec
-from .contract import MODEL, billing_class
+from . import render
+
+from ..cell import spec
+from ..contract import MODEL, billing_class
 from .display import CellOutput
-from .errors import KlingError, SpecError
-from .runtime import Runtime
-from .schedule import PollSchedule
-from .tracker import Generations
+from ..errors import KlingError, SpecError
+from ..engine.session import Runtime
+from ..engine.schedule import PollSchedule
+from ..engine.tracker import Generations
 
 LINE_COMMANDS = """\
 %kling wait            block until every generation of this session is done (Ctrl-C stops waiting)
@@ -68,7 +70,7 @@ class KlingMagics(Magics):
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            from .sim import SimConfig
+            from ..sim import SimConfig
 
             self._runtime = Runtime(
                 output_dir=self.output_dir,

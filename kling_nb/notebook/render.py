@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .contract import billing_class
+from ..contract import billing_class
 
 if TYPE_CHECKING:
-    from .tracker import Generation
+    from ..engine.tracker import Generation
 
 SIMULATED_NOTE = (
     "Simulated: no TOAPIS_API_KEY is set, so kling_nb's built-in simulator made this video. "

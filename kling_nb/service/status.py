@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .contract import FINAL_STATUSES
+from ..contract import FINAL_STATUSES
 
 
 @dataclass(frozen=True)

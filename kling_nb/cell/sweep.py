@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from .errors import SpecError
+from ..errors import SpecError
 
 MAX_EXPANSION = 200  # beyond any confirmation: refuse outright
 

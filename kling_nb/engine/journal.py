@@ -29,8 +29,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contract import FINAL_STATUSES
-from .status import TaskStatus
+from ..contract import FINAL_STATUSES
+from ..service.status import TaskStatus
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from ..errors import (
     AuthError,
     DeadlineError,
     ExpiredError,
@@ -38,12 +38,12 @@ from .errors import (
     SubmitUnknownError,
 )
 from .schedule import PollSchedule
-from .status import TaskStatus
+from ..service.status import TaskStatus
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..service.client import Client
     from .journal import Journal
-    from .spec import Request
+    from ..cell.spec import Request
 
 log = logging.getLogger("kling_nb.tracker")
 
@@ -118,7 +118,7 @@ class Generation:
         return f"<Generation {who}status={self.status!r}, progress={self.progress}, task_id={self.task_id!r}{where}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
-        from . import render
+        from ..notebook import render
 
         snap = render.Snapshot.of(self)
         return {"text/plain": render.status_line(snap), "text/html": render.generation_html(snap)}
@@ -168,7 +168,7 @@ class Generations(list):
         return all(g.done for g in self)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
-        from . import render
+        from ..notebook import render
 
         return render.grid_bundle([render.Snapshot.of(g) for g in self])
 

@@ -22,7 +22,7 @@ import weakref
 import ipywidgets as w
 
 from . import render
-from .tracker import Generation
+from ..engine.tracker import Generation
 
 MIN_REFRESH_S = 0.1
 

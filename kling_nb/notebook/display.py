@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from . import render
-from .tracker import Generation
+from ..engine.tracker import Generation
 
 
 def _kernel_shell():

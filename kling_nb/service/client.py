@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .contract import (
+from ..contract import (
     DEFAULT_BASE_URL,
     MAX_IMAGE_BYTES,
     STATUS_PATH,
@@ -39,7 +39,7 @@ from .contract import (
     sniff_image,
     sniff_video,
 )
-from .errors import (
+from ..errors import (
     APIError,
     ConfigError,
     DownloadError,
