@@ -28,7 +28,7 @@ from .errors import (
     TransportError,
 )
 from .cell.spec import Request, parse, parse_batch
-from .engine.tracker import Generation, Generations
+from .engine.generation import Generation, Generations, State
 
 __all__ = [
     "APIError",
@@ -59,52 +59,15 @@ logging.getLogger("kling_nb").addHandler(logging.NullHandler())
 
 
 def load_ipython_extension(ipython) -> None:
-    from .errors import KlingError
-    from .notebook.magics import KlingMagics, short_error_handler
+    from .notebook.extension import load
 
-    magics = KlingMagics(shell=ipython, parent=ipython)
-    ipython.register_magics(magics)
-    if magics not in ipython.configurables:
-        ipython.configurables.append(magics)
-    ipython.set_custom_exc((KlingError,), short_error_handler)
+    load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
-    magics = _magics(ipython)
-    if magics is not None and magics._runtime is not None:
-        magics._runtime.close()
-    ipython.set_custom_exc((), None)
+    from .notebook.extension import unload
 
-
-def _magics(ipython=None):
-    from .notebook.magics import KlingMagics
-
-    if ipython is None:
-        from IPython import get_ipython
-
-        ipython = get_ipython()
-    if ipython is None:
-        return None
-    for c in ipython.configurables:
-        if isinstance(c, KlingMagics):
-            return c
-    return None
-
-
-_default_runtime = None
-
-
-def _runtime():
-    """The runtime of the loaded extension, else one for this process (scripts)."""
-    global _default_runtime
-    magics = _magics()
-    if magics is not None:
-        return magics.runtime
-    if _default_runtime is None:
-        from .engine.session import Runtime
-
-        _default_runtime = Runtime()
-    return _default_runtime
+    unload(ipython)
 
 
 def generate(prompt: str, *, name: str | None = None, force: bool = False, show: bool = True, **fields) -> Generation:
@@ -113,12 +76,12 @@ def generate(prompt: str, *, name: str | None = None, force: bool = False, show:
     Fields are the cell header's: mode, duration, aspect_ratio, audio, images, videos,
     elements, metadata, video_list... Validation is the same as for a cell.
     """
-    from .notebook.display import CellOutput
-
     from .cell.spec import from_fields
+    from .notebook.display import CellOutput
+    from .notebook.extension import current_runtime
 
     request = from_fields(prompt, fields)
-    runtime = _runtime()
+    runtime = current_runtime()
     gen = runtime.run(request, name=name, force=force)
     if show:
         output = CellOutput([gen])
@@ -130,10 +93,11 @@ def generate(prompt: str, *, name: str | None = None, force: bool = False, show:
 def compare(names_or_generations, *, title: str = "compare") -> Generations:
     """Show named generations (str) or Generation objects side by side in one grid."""
     from .notebook.display import CellOutput
+    from .notebook.extension import current_runtime
     from .notebook.magics import show_compare
 
     items = list(names_or_generations)
-    runtime = _runtime()
+    runtime = current_runtime()
     if all(isinstance(x, str) for x in items):
         return show_compare(runtime, items)
     gens = Generations()

@@ -1,5 +1,5 @@
 """The truth of a widget is what a person sees: JupyterLab in Debian's Chromium, driven by
-Playwright, running the quickstart and compare notebooks keyless (FIELD-NOTES 4).
+Playwright, running the quickstart and compare notebooks keyless (docs/design-notes.md section 4).
 
 Checks in the page: the live widget renders and its progress advances; every finished video
 decodes and plays; the compare grid's play control starts all tiles together; after saving
@@ -35,7 +35,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
-# JS: does this <video> really decode and play? (FIELD-NOTES 4)
+# JS: does this <video> really decode and play? (docs/design-notes.md section 4)
 PLAYS = """async (v) => {
   v.muted = true;
   if (v.readyState < 2) await new Promise(r => { v.addEventListener('loadeddata', r, {once: true}); v.load(); });
@@ -114,7 +114,7 @@ def lab_url(lab, name):
 def open_notebook(browser, lab, name):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(lab_url(lab, name))
-    # RACE (FIELD-NOTES 4): before the kernel exists the toolbar reads idle and Run All runs nothing
+    # RACE (docs/design-notes.md section 4): before the kernel exists the toolbar reads idle and Run All runs nothing
     page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
     page.wait_for_function(
         """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;

@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from kling_nb import SpecError, parse
-from kling_nb.notebook.render import Snapshot, failure_html, generation_html
+from kling_nb.engine.generation import Snapshot, State
+from kling_nb.errors import GenerationFailed
+from kling_nb.notebook.render import failure_html, generation_html
 from kling_nb.engine.session import Runtime
 from kling_nb.engine.schedule import PollSchedule
 from kling_nb.cell.spec import from_fields
@@ -129,7 +131,7 @@ def test_hostile_replies_end_in_a_clear_error_inside_the_folder(hostile, tmp_pat
     try:
         gen = runtime.run(from_fields(f"{mode} scene", {})).wait(30)
         assert gen.error is not None and words in gen.error.message
-        html = generation_html(Snapshot.of(gen))
+        html = generation_html(gen.snapshot())
         assert EVIL_HTML not in html and "<b>x</b>" not in html  # service text is shown as text
         # the poller survived: a normal generation still completes afterwards
         ok = runtime.run(from_fields("fine scene", {})).wait(30)
@@ -153,8 +155,8 @@ def test_traversal_in_the_result_url_stays_in_the_folder(hostile, tmp_path):
 
 
 def test_failure_markup_is_escaped():
-    snap = Snapshot(name="<i>n</i>", prompt="<script>x()</script>", params="720P", status="failed", progress=0,
-                    elapsed_s=1, task_id="<t>", video_src=None, error=EVIL_HTML, origin="new", simulated=False)
+    snap = Snapshot(status=State.FAILED, body={"prompt": "<script>x()</script>"}, name="<i>n</i>", task_id="<t>",
+                    error=GenerationFailed(EVIL_HTML), elapsed_s=1)
     html = failure_html(snap)
     assert "<script>" not in html and EVIL_HTML not in html and "<i>n</i>" not in html
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html

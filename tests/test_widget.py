@@ -3,6 +3,9 @@ IPython shell (the terminal frontend: no kernel, so plain status lines)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import comm
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -10,7 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from kling_nb import parse
 from kling_nb.sim import SimConfig, Simulator
 from kling_nb.service.status import TaskStatus
-from kling_nb.engine.tracker import Generation
+from kling_nb.engine.generation import Generation, State
 
 
 class RecordingComm:
@@ -76,9 +79,9 @@ def test_updates_are_coalesced_but_the_final_state_always_arrives(recording, mon
     before = len(card_updates(recording))
     for p in range(1, 100):  # 99 progress updates within 10 ms of each other
         clock[0] += 0.0001
-        gen._update(status="in_progress", progress=p, task_id="video_1")
+        gen._transition(State.IN_PROGRESS, progress=p, task_id="video_1")
     assert len(card_updates(recording)) - before == 0
-    gen._finish(status="failed", error=__import__("kling_nb").GenerationFailed("flagged", code="policy"))
+    gen._transition(State.FAILED, error=__import__("kling_nb").GenerationFailed("flagged", code="policy"))
     last = card_updates(recording)[-1]
     assert 'data-status="failed"' in last and "policy: flagged" in last
 
@@ -90,7 +93,7 @@ def test_progress_reaches_the_widget(recording, monkeypatch):
     widget.GenerationView(gen)
     monkeypatch.setattr(widget, "MIN_REFRESH_S", 0)
     for p in (10, 50, 90):
-        gen._update(status="in_progress", progress=p)
+        gen._transition(State.IN_PROGRESS, progress=p)
     values = [u for u in card_updates(recording) if 'value="' in u]
     assert any('value="50"' in v for v in values) and any('value="90"' in v for v in values)
 
@@ -104,10 +107,13 @@ def test_completed_view_holds_a_relative_video(recording, tmp_path, monkeypatch)
     video.write_bytes(b"\0\0\0\x18ftypisom")
     gen = make_gen("A kite")
     view = GenerationView(gen)
-    gen._finish(status="completed", progress=100, video_path=video)
+    gen._transition(State.COMPLETED, progress=100, video_path=video)
     assert '<video src="kling_outputs/kite-1.mp4"' in view.card_html
+    assert '<video src="kling_outputs/kite-1.mp4"' in card_updates(recording)[-1]  # the frontend got the video
+    sent = len(recording)
     view.retire()
-    assert card_updates(recording)[-1:] != [] and view.out.outputs == ()
+    assert view.out.outputs == ()
+    assert [list(m["state"]["outputs"]) for m in recording[sent:] if m.get("method") == "update"] == [[]]
 
 
 def test_status_from_the_service_is_plain_data():
@@ -146,10 +152,14 @@ def test_terminal_gets_status_lines_and_the_object(shell, capsys):
     out = capsys.readouterr().out
     kite = ip.user_ns["kite"]
     assert kite.status == "completed" and kite.video_path.exists()
-    assert "✓ kite: completed" in out
-    assert "kite: completed" in repr(kite) or kite.status in repr(kite)
+    lines = out.splitlines()
+    assert len(lines) == 2, out  # one line when the cell starts, one when the generation is done
+    assert re.fullmatch(r"… kite: \w+ \d+% \([^)]*\)( task video_\w+)?", lines[0]), lines[0]
+    assert lines[1].startswith("✓ kite: completed in ")
+    assert lines[1].endswith(f", video: kling_outputs/{kite.video_path.name} task {kite.task_id}"), lines[1]
+    assert repr(kite).startswith(f"<Generation 'kite', status='completed', progress=100, task_id='{kite.task_id}'")
     ip.run_line_magic("kling", "list")
-    assert "kite" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines() == [lines[1]]
 
 
 def test_errors_are_one_short_line(shell, capsys):
@@ -166,7 +176,8 @@ def test_config_traits(shell):
     ip, _ = shell
     ip.run_line_magic("config", "KlingMagics.output_dir = 'renders'")
     magics = [c for c in ip.configurables if type(c).__name__ == "KlingMagics"][0]
-    assert magics.output_dir == "renders" and magics.runtime.output_dir.name == "renders"
+    assert magics.output_dir == "renders"
+    assert magics.runtime.output_dir == (Path.cwd() / "renders").resolve()  # relative to the notebook's folder
 
 
 def test_history_show_and_generate_from_python(shell, capsys):
@@ -193,7 +204,7 @@ def test_login_reads_the_key_without_echo(shell, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "key set" in out and "sk-typed-SECRET" not in out
     magics = [c for c in ip.configurables if type(c).__name__ == "KlingMagics"][0]
-    assert "sk-typed-SECRET" not in repr(magics.runtime) and "sk-typed-SECRET" not in repr(magics.runtime.tracker.client)
+    assert "sk-typed-SECRET" not in repr(magics.runtime) and "sk-typed-SECRET" not in repr(magics.runtime.backend.client)
 
 
 def test_grid_tiles_show_the_labels_they_are_given(recording):

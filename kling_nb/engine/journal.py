@@ -11,6 +11,11 @@ and what became of it? (runtime.Runtime acts on the answer.)
                          new        nothing usable (none, failed, or --force): a new row in
                                     state 'submitting' is written before the POST is sent
 
+A folder someone else owns (a teacher's shared results, a read-only mount) is opened
+read-only: every saved result is still shown, and asking for anything new is a ConfigError
+that says why. A damaged file is never overwritten: the error names it and says what to do.
+Values read back are checked before anyone renders them: the file may have been planted.
+
 Two kernels (two processes) share one file safely: WAL mode, a busy timeout, and begin()
 runs in a BEGIN IMMEDIATE transaction, so two kernels running the same cell at once cannot
 both decide 'new'. Each thread uses its own connection (sqlite3 connections are not meant to
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..contract import FINAL_STATUSES
+from ..errors import ConfigError
 from ..service.status import TaskStatus
 
 SCHEMA_VERSION = 1
@@ -70,6 +77,11 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 """
 UPLOAD_MARGIN_S = 60.0  # never hand out an upload URL about to expire
+_STATUS_WORD = re.compile(r"[a-z_]{1,32}")
+
+
+class JournalError(ConfigError):
+    """The journal cannot be used as asked (damaged, or read-only and asked to record)."""
 
 
 @dataclass(frozen=True)
@@ -111,25 +123,66 @@ _COLUMNS = [f for f in Record.__dataclass_fields__]
 class Journal:
     def __init__(self, path: str | os.PathLike, *, clock=time.time):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        db = self._db()
-        with db:
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._uri: str | None = None  # set when the journal is opened read-only
+        self.read_only = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._db()
+            with db:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as err:
+            if _damaged(err):
+                self.close()
+                raise self._damaged_error(err) from None
+            self._open_read_only()
+        except OSError:
+            self._open_read_only()
+
+    @property
+    def where(self) -> str:
+        """The file as people see it in a shared notebook: folder/name, never a full path."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    def _damaged_error(self, err: Exception) -> JournalError:
+        return JournalError(
+            f"{self.where} is damaged ({err}); kling_nb will not overwrite it. Move it aside (for "
+            f"example rename it to {self.path.name}.damaged) and run again; the saved videos stay where they are"
+        )
+
+    def _open_read_only(self) -> None:
+        """Open a journal in a folder that cannot be written: saved results are still shown."""
+        self.close()
+        self.read_only = True
+        if self.path.exists():
+            # immutable=1: read without the -wal/-shm files, which cannot be created here.
+            self._uri = f"file:{self.path}?mode=ro&immutable=1"
+        else:
+            self._uri = "file:kling-empty-journal?mode=memory&cache=shared"
+            self._keep_alive = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+            self._keep_alive.executescript(_SCHEMA)
+        try:
+            self._db().execute("SELECT count(*) FROM generations").fetchone()
+        except sqlite3.DatabaseError as err:
+            self.close()
+            raise self._damaged_error(err) from None
 
     # -- connections -------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE).
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA synchronous=NORMAL")
+            if self._uri is not None:
+                db = sqlite3.connect(self._uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE).
+                db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA busy_timeout=30000")
+                db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._all_lock:
                 self._all.append(db)
@@ -137,6 +190,8 @@ class Journal:
 
     def _write(self, sql_steps):
         """Run `sql_steps(db)` in one IMMEDIATE transaction: all of it lands, or none."""
+        if self.read_only:
+            raise self.read_only_error()
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -157,6 +212,13 @@ class Journal:
                 pass
         self._local = threading.local()
 
+    def read_only_error(self) -> JournalError:
+        return JournalError(
+            f"{self.where} cannot be written (a read-only or shared folder): saved results are shown, "
+            "but nothing new can be recorded or saved there. Set %config KlingMagics.output_dir to a "
+            "folder of your own to generate"
+        )
+
     # -- the decision ------------------------------------------------------------------
     def begin(
         self,
@@ -169,19 +231,21 @@ class Journal:
         run_id: str | None = None,
         output_dir: Path | None = None,
     ) -> tuple[str, Record]:
+        if self.read_only:
+            record = None if force else self.latest(identity)
+            decision = _decide(record) if record is not None else None
+            if decision is None:
+                raise self.read_only_error()
+            return decision, record
+
         def steps(db):
             if not force:
                 row = db.execute(
                     "SELECT * FROM generations WHERE identity = ? ORDER BY id DESC LIMIT 1", (identity,)
                 ).fetchone()
-                if row is not None:
-                    record = _record(row)
-                    if record.status == "completed":
-                        return "reuse", record
-                    if record.status != "failed" and record.task_id:
-                        return "reattach", record
-                    if record.status in ("submitting", "unknown"):
-                        return "unknown", record
+                decision = _decide(_record(row)) if row is not None else None
+                if decision is not None:
+                    return decision, _record(row)
             now = self._clock()
             cur = db.execute(
                 "INSERT INTO generations (identity, run_id, name, label, body, status, created_at, updated_at)"
@@ -200,6 +264,11 @@ class Journal:
             "SELECT * FROM generations WHERE identity = ? ORDER BY id DESC LIMIT 1", (identity,)
         ).fetchone()
         return _record(row) if row else None
+
+    def touch(self, record_id: int) -> None:
+        """A submit under way is still alive (another kernel waiting on this row reads it)."""
+        self._write(lambda db: db.execute(
+            "UPDATE generations SET updated_at = ? WHERE id = ?", (self._clock(), record_id)))
 
     # -- what happened next ------------------------------------------------------------
     def set_task(self, record_id: int, status: TaskStatus) -> Record:
@@ -334,8 +403,50 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def _decide(record: Record) -> str | None:
+    """What an existing record means for a new run of the same request (None: send it)."""
+    if record.status == "completed":
+        return "reuse"
+    if record.status != "failed" and record.task_id:
+        return "reattach"
+    if record.status in ("submitting", "unknown"):
+        return "unknown"
+    return None
+
+
+def _damaged(err: sqlite3.DatabaseError) -> bool:
+    text = str(err).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text
+
+
 def _record(row) -> Record:
+    """A row as a Record, every value checked: a planted journal must not reach the renderer
+    as markup, a path outside the folder or a number that is not one."""
     data = dict(zip(_COLUMNS, row))
-    data["label"] = json.loads(data["label"] or "{}")
-    data["body"] = json.loads(data["body"])
+    data["label"] = _json_dict(data["label"])
+    data["label"] = {str(k): v for k, v in data["label"].items() if isinstance(v, (str, int, float, bool))}
+    data["body"] = _json_dict(data["body"])
+    status = data["status"]
+    data["status"] = status if isinstance(status, str) and _STATUS_WORD.fullmatch(status) else "unknown"
+    progress = data["progress"]
+    data["progress"] = max(0, min(100, progress)) if isinstance(progress, int) else 0
+    for key in ("identity", "run_id"):
+        data[key] = str(data[key] or "")
+    for key in ("name", "task_id", "url", "video_path", "video_sha256", "error_code", "error_message"):
+        if data[key] is not None and not isinstance(data[key], str):
+            data[key] = str(data[key])
+    path = data["video_path"]
+    if path is not None and (Path(path).is_absolute() or ".." in Path(path).parts):
+        data["video_path"] = None  # never outside the output folder
+    for key in ("created_at", "updated_at", "expires_at"):
+        if data[key] is not None and not isinstance(data[key], (int, float)):
+            data[key] = None if key == "expires_at" else 0.0
     return Record(**data)
+
+
+def _json_dict(text) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,12 +1,18 @@
-"""The kernel's kling_nb session: it owns the client, the journal, the tracker and, when no
-key is set, the embedded simulator, and it decides for each request what to do about money.
+"""The kernel's kling_nb session: its settings, its one tracker, its generations, and the
+decision for each request about money.
 
-    request --journal.begin--> new        -> tracker.start   (upload, submit: billed)
-                               reuse      -> the saved video (nothing sent)
-                               reattach   -> tracker.attach  (nothing new sent)
-                               unknown    -> wait for the other submitter, else explain
+    request --journal.begin--> new        -> tracker.start         (upload, submit: billed)
+                               reuse      -> the saved video       (nothing sent)
+                               reattach   -> tracker.attach        (nothing new sent)
+                               unknown    -> tracker.await_submit  (another kernel's submit, else explain)
 
-The magic owns one Runtime per shell; scripts may make their own; tests make fresh ones.
+One Runtime per kernel, for the life of the kernel (the magic owns it; scripts get one from
+kling_nb; tests make fresh ones). `configure()` and `set_key()` change what NEW generations
+use (a new Backend); running generations keep their backend and are tracked to the end by
+the same tracker, so `%kling wait`, `list`, `resume` and `compare` see all of them.
+
+Reading a setting never starts anything: the simulator (and its libraries: PyAV, NumPy,
+Pillow) is started only when a keyless generation is run.
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from ..service.client import Client
+from ..contract import DEFAULT_BASE_URL
 from ..errors import ConfigError, KlingError, SubmitUnknownError
+from ..service.client import Client
+from ..service.secret import Secret
+from .generation import Generation, State
 from .journal import Journal
 from .schedule import PollSchedule
-from .tracker import Generation, Tracker, expired_error
+from .tracker import Backend, Tracker, expired_error
 
 SIM_KEY = "simulated"  # the embedded simulator accepts any key; this one is not a secret
-# A 'submitting' journal row younger than this belongs to a submit that may still be under
-# way in another kernel: wait for its task id rather than calling its outcome unknown.
-FRESH_SUBMIT_S = 60.0
+_SETTINGS = ("output_dir", "base_url", "api_key", "schedule", "deadline_s", "sim_config", "client_options")
 
 
 class Runtime:
@@ -35,31 +43,43 @@ class Runtime:
         *,
         output_dir: str | os.PathLike = "kling_outputs",
         base_url: str | None = None,
-        api_key: str | None = None,
+        api_key: str | Secret | None = None,
         schedule: PollSchedule = PollSchedule(),
         deadline_s: float = 1800.0,
         workers: int = 8,
-        sim_config=None,
+        sim_config: Any = None,
         client_options: dict | None = None,
         environ=os.environ,
     ):
+        self._environ = environ
+        self.workers = workers
         self.output_dir = Path(output_dir).resolve()
         self._base_url = base_url or environ.get("TOAPIS_BASE_URL") or None
-        self._api_key = api_key or environ.get("TOAPIS_API_KEY") or None
+        self._key = _secret(api_key or environ.get("TOAPIS_API_KEY") or None)
         self._schedule = schedule
         self.deadline_s = deadline_s
-        self.workers = workers
-        self._environ = environ
         self._sim_config = sim_config
         self._client_options = dict(client_options or {})  # timeouts and retries (tests, tuning)
         self.simulator = None
         self.generations: list[Generation] = []
-        self.outputs: list = []  # display.CellOutput of this session, for `%kling wait`
-        self._lock = threading.Lock()
+        self.outputs: list = []  # the notebook layer's cell outputs, for `%kling wait`
+        self._lock = threading.RLock()
         self._tracker: Tracker | None = None
-        self._journal: Journal | None = None
+        self._backend: Backend | None = None
+        self._clients: list[Client] = []
+        self._journals: dict[Path, Journal] = {}
 
-    # -- wiring ------------------------------------------------------------------------
+    # -- settings (reading them starts nothing) -----------------------------------------
+    @property
+    def simulated(self) -> bool:
+        """No key and no base URL: everything goes to the embedded simulator."""
+        return self._key is None and self._base_url is None
+
+    @property
+    def service_url(self) -> str:
+        """Where a real request would go (the dry run's curl shows this)."""
+        return (self._base_url or DEFAULT_BASE_URL).rstrip("/")
+
     @property
     def schedule(self) -> PollSchedule:
         if not self.simulated:
@@ -69,69 +89,95 @@ class Runtime:
         return PollSchedule(min(s.first_s, 1.0), min(s.interval_s, 1.0), min(s.min_s, 0.2), s.margin_s,
                             max(1.0, min(s.max_s, 5.0)))
 
-    @property
-    def simulated(self) -> bool:
-        """No key and no base URL: everything goes to the embedded simulator."""
-        return self._api_key is None and self._base_url is None
-
-    @property
-    def journal(self) -> Journal:
+    def configure(self, **settings: Any) -> None:
+        """Change settings for generations started from now on; running ones go on as they were."""
+        unknown = set(settings) - set(_SETTINGS)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         with self._lock:
-            return self._journal_unlocked()
+            for key, value in settings.items():
+                if key == "output_dir":
+                    self.output_dir = Path(value).resolve()
+                elif key == "api_key":
+                    self._key = _secret(value)
+                elif key == "base_url":
+                    self._base_url = value or None
+                elif key == "deadline_s":
+                    self.deadline_s = value
+                else:
+                    setattr(self, "_" + key, value)
+            self._backend = None
 
+    def set_key(self, api_key: str | Secret) -> None:
+        """Use the real service from now on (`%kling login`). Running generations go on."""
+        key = _secret(api_key)
+        if key is None:
+            raise ConfigError("an empty key was given")
+        self.configure(api_key=key)
+
+    # -- wiring (started on first use) ----------------------------------------------------
     @property
     def tracker(self) -> Tracker:
         with self._lock:
             if self._tracker is None:
-                self._tracker = Tracker(
-                    self._make_client(),
-                    self._journal_unlocked(),
-                    self.output_dir,
-                    schedule=self.schedule,
-                    deadline_s=self.deadline_s,
-                    workers=self.workers,
-                )
+                self._tracker = Tracker(workers=self.workers)
             return self._tracker
 
-    def _journal_unlocked(self) -> Journal:
-        if self._journal is None:
-            self._journal = Journal(self.output_dir / "journal.sqlite")
-        return self._journal
+    @property
+    def journal(self) -> Journal:
+        """The journal of the current output folder (opened read-only if it cannot be written)."""
+        with self._lock:
+            path = self.output_dir / "journal.sqlite"
+            if path not in self._journals:
+                self._journals[path] = Journal(path)
+            return self._journals[path]
+
+    @property
+    def backend(self) -> Backend:
+        """What new generations talk to: built from the current settings on first use."""
+        with self._lock:
+            if self._backend is None:
+                self._backend = Backend(self._make_client(), self.journal, self.output_dir,
+                                        schedule=self.schedule, deadline_s=self.deadline_s)
+            return self._backend
 
     def _make_client(self) -> Client:
-        if not self.simulated:
-            return Client(self._base_url, self._api_key, environ=self._environ, **self._client_options)
-        from ..sim import SimConfig, Simulator
+        if self.simulated:
+            if self.simulator is None:
+                from ..sim import SimConfig, Simulator
 
-        self.simulator = Simulator(config=self._sim_config or SimConfig()).start()
-        return Client(self.simulator.base_url, SIM_KEY, environ={}, **self._client_options)
+                cfg = self._sim_config
+                config = SimConfig(**cfg) if isinstance(cfg, dict) else (cfg or SimConfig())
+                self.simulator = Simulator(config=config).start()
+            client = Client(self.simulator.base_url, SIM_KEY, environ={}, **self._client_options)
+        else:
+            client = Client(self._base_url, self._key.reveal() if self._key else None, environ=self._environ,  # TODO(secret): pass the holder
+                            **self._client_options)
+        self._clients.append(client)
+        return client
 
     @property
     def base_url(self) -> str:
-        return self.tracker.client.base_url
-
-    def set_key(self, api_key: str) -> None:
-        """Use the real service from now on (`%kling login`). Running generations go on."""
-        if not api_key:
-            raise ConfigError("an empty key was given")
-        with self._lock:
-            self._api_key = api_key
-            old, self._tracker = self._tracker, None
-        if old is not None:
-            old.close()
+        """Where new generations go: the simulator's address once it runs."""
+        if self.simulated:
+            return self.simulator.base_url if self.simulator is not None else "the embedded simulator (not started)"
+        return self.service_url
 
     def close(self) -> None:
         with self._lock:
             tracker, self._tracker = self._tracker, None
-            journal, self._journal = self._journal, None
+            clients, self._clients = self._clients, []
+            journals, self._journals = list(self._journals.values()), {}
+            self._backend = None
+            simulator, self.simulator = self.simulator, None
         if tracker is not None:
             tracker.close()
-            tracker.client.close()
-        if journal is not None:
+        for client in clients:
+            client.close()
+        for journal in journals:
             journal.close()
-        if self.simulator is not None:
-            self.simulator.stop()
-            self.simulator = None
+        if simulator is not None:
+            simulator.stop()
 
     # -- the money decision ------------------------------------------------------------
     def identity(self, request) -> str:
@@ -143,81 +189,55 @@ class Runtime:
     def run(self, request, *, name: str | None = None, force: bool = False, run_id: str | None = None) -> Generation:
         journal = self.journal
         run_id = run_id or uuid.uuid4().hex
-        gen = Generation(request, name=name, label=request.label)
-        gen.simulated, gen.run_id, gen.identity = self.simulated, run_id, self.identity(request)
+        gen = Generation(request, name=name, label=request.label, simulated=self.simulated,
+                         identity=self.identity(request), run_id=run_id)
+        record, decision = None, None
         if self.simulated and not force:
             real = journal.latest(request.identity)
             if real is not None and real.status == "completed" and real.video_path:
                 if (self.output_dir / real.video_path).exists():
-                    return self._adopt(gen, real, "reuse")
-        decision, record = journal.begin(
-            gen.identity,
-            request.body,
-            name=name,
-            label=request.label,
-            force=force,
-            run_id=run_id,
-            output_dir=self.output_dir,
-        )
-        self._adopt(gen, record, decision)
+                    record, decision = real, "reuse"
+        if record is None:
+            decision, record = journal.begin(
+                gen.identity, request.body, name=name, label=request.label, force=force, run_id=run_id
+            )
+        backend = self.backend if decision != "reuse" else None
+        self._adopt(gen, record, decision, backend)
         with self._lock:
             self.generations.append(gen)
         return gen
 
-    def _adopt(self, gen: Generation, record, decision: str) -> Generation:
+    def _adopt(self, gen: Generation, record, decision: str, backend: Backend | None) -> Generation:
         tracker = self.tracker
-        gen.record_id = record.id
         if decision == "new":
-            tracker.start(gen)
-            return gen
-        gen.body = record.body
-        gen.task_id, gen.url, gen.expires_at = record.task_id, record.url, record.expires_at
-        if decision == "reattach":
-            gen.origin = "reattached"
-            gen.status, gen.progress = record.status, record.progress
-            tracker.attach(gen)
-        elif decision == "reuse":
-            gen.origin = "reused"
+            tracker.start(gen, backend or self.backend, record.id)
+        elif decision == "reattach":
+            tracker.attach(gen, backend or self.backend, record)
+        elif decision == "unknown":
+            tracker.await_submit(gen, backend or self.backend, record)
+        elif record.status == "completed":
             path = self.output_dir / record.video_path if record.video_path else None
-            if path is not None and path.exists():
-                gen._finish(status="completed", progress=100, video_path=path, finished=gen.started)
-            elif record.url and (record.expires_at is None or record.expires_at > time.time()):
-                gen.status = "downloading"
-                tracker.fetch(gen)
+            if path is not None and path.is_file() and not path.is_symlink():
+                tracker.settle(gen, State.COMPLETED, progress=100, video_path=path, task_id=record.task_id,
+                               url=record.url, expires_at=record.expires_at, body=record.body, origin="reused")
+            elif record.url and not record.is_expired():
+                tracker.fetch(gen, backend or self.backend, record)
             else:
-                gen._finish(status="completed", progress=100, error=expired_error(record.task_id, record.expires_at))
-        else:  # unknown: a submit without a recorded reply
-            gen.origin = "reattached"
-            threading.Thread(target=self._await_other_submit, args=(gen, record), daemon=True).start()
+                tracker.settle(gen, State.FAILED, progress=100, task_id=record.task_id, body=record.body,
+                               origin="reused", error=expired_error(record.task_id, record.expires_at))
+        elif record.status == "unknown":
+            tracker.settle(gen, State.UNKNOWN, task_id=record.task_id, body=record.body, origin="reused",
+                           error=SubmitUnknownError(record.error_message or "the submit's outcome is unknown"))
+        else:
+            tracker.settle(gen, State.FAILED, task_id=record.task_id, body=record.body, origin="reused",
+                           error=KlingError(record.error_message or f"status {record.status}"))
         return gen
-
-    def _await_other_submit(self, gen: Generation, record) -> None:
-        """Another kernel may be submitting this very request right now: wait for its task
-        id. If none comes, the outcome is unknown and only the user can decide to pay again."""
-        gen._update(status="submitting")
-        deadline = record.updated_at + FRESH_SUBMIT_S
-        while time.time() < deadline:
-            current = self.journal.get(record.id)
-            if current.task_id:
-                gen.task_id = current.task_id
-                self.tracker.attach(gen)
-                return
-            if current.status not in ("submitting",):
-                break
-            time.sleep(0.5)
-        gen._finish(
-            status="failed",
-            error=SubmitUnknownError(
-                "an earlier submit of this exact request got no answer (the kernel stopped, or the "
-                "connection dropped), so it may have been accepted and billed. Check your dashboard; "
-                "re-run with --force to submit it again."
-            ),
-        )
 
     # -- sessions ----------------------------------------------------------------------
     def resume(self) -> list[Generation]:
         """Re-attach every in-flight task of the project (after a kernel restart)."""
-        live = {g.task_id for g in self.generations if g.task_id and not g.done}
+        with self._lock:
+            live = {g.task_id for g in self.generations if g.task_id and not g.done}
         gens = [self.from_record(r) for r in self.journal.pending() if r.task_id not in live]
         with self._lock:
             self.generations.extend(gens)
@@ -236,15 +256,12 @@ class Runtime:
         """A generation for a journal entry: its saved video, or its task tracked again."""
         from ..cell.spec import Request
 
-        gen = Generation(Request.from_body(record.body), name=record.name, label=record.label)
-        gen.simulated, gen.identity, gen.run_id = record.identity.startswith("sim:"), record.identity, record.run_id
-        if record.status == "completed":
-            return self._adopt(gen, record, "reuse")
-        if record.task_id and not record.is_final:
-            return self._adopt(gen, record, "reattach")
-        gen.task_id, gen.origin = record.task_id, "reused"
-        gen._finish(status="failed", error=KlingError(record.error_message or f"status {record.status}"))
-        return gen
+        gen = Generation(Request.from_body(record.body), name=record.name, label=record.label,
+                         simulated=record.identity.startswith("sim:"), identity=record.identity,
+                         run_id=record.run_id)
+        if record.task_id and not record.is_final and record.status != "unknown":
+            return self._adopt(gen, record, "reattach", None)
+        return self._adopt(gen, record, "reuse", None)
 
     def pending(self) -> list[Generation]:
         with self._lock:
@@ -252,10 +269,17 @@ class Runtime:
 
     def wait_all(self, timeout: float | None = None) -> None:
         end = None if timeout is None else time.monotonic() + timeout
-        for gen in list(self.generations):
+        with self._lock:
+            gens = list(self.generations)
+        for gen in gens:
             gen.wait(None if end is None else max(0.0, end - time.monotonic()))
 
     def __repr__(self) -> str:
-        where = "simulator" if self.simulated else (self._base_url or "https://toapis.com")
-        return f"<kling_nb Runtime {where}, output_dir={str(self.output_dir)!r}, {len(self.generations)} generations>"
+        where = "simulator" if self.simulated else self.service_url
+        return f"<kling_nb Runtime {where}, output_dir={self.output_dir.name!r}, {len(self.generations)} generations>"
 
+
+def _secret(key: str | Secret | None) -> Secret | None:
+    if key is None or isinstance(key, Secret):
+        return key
+    return Secret(key) if key.strip() else None

@@ -1,16 +1,21 @@
 """Tracking generations in the background: one daemon poller thread per kernel plus a small
-pool of daemon HTTP workers (FIELD-NOTES section 1: blocking I/O on the kernel's event loop
-freezes every cell; asyncio tasks never run in terminal IPython; a thread always does and a
-Ctrl-C in the main thread never reaches it).
+pool of daemon workers (docs/design-notes.md section 1: blocking I/O on the kernel's event
+loop freezes every cell; asyncio tasks never run in terminal IPython; a thread always does,
+and a Ctrl-C in the main thread never reaches it).
 
-    Tracker.start(gen)   upload local media, submit, then poll        (worker pool)
-    Tracker.attach(gen)  poll a task that already exists               (re-run, resume)
-    poller thread        sleeps until the next task is due, hands it to a worker
-    worker               status -> journal -> Generation; completed -> download -> journal
+    Tracker.start(gen)     upload local media, submit, then poll          (worker jobs)
+    Tracker.attach(gen)    poll a task that already exists                (re-run, resume)
+    Tracker.fetch(gen)     download a completed task's video again
+    Tracker.await_submit   another kernel is submitting this request: watch its journal row
+    Tracker.settle(gen)    a generation whose outcome the journal already knows
+    poller thread          sleeps until the next job is due, hands it to a worker
 
-Every state change lands in the Generation (a thread-safe object the user holds) and in the
-journal; listeners (the widget, the display updater) are told after each change. A worker
-never lets an exception vanish: anything unexpected becomes the generation's error.
+The tracker is the only writer of Generation objects (Generation._transition). Its own
+bookkeeping (progress samples, misses, the backend a generation talks to) lives in an
+_Entry, never on the user's object. One tracker serves a kernel for its whole life: a new
+key or new settings give new generations a new Backend, while running ones keep theirs.
+A job never lets an exception vanish: anything unexpected detaches the generation with a
+message (the task itself goes on and can be picked up again).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,145 +43,56 @@ from ..errors import (
     QuotaError,
     SubmitUnknownError,
 )
+from .generation import Generation, State, state_for_service
 from .schedule import PollSchedule
-from ..service.status import TaskStatus
 
 if TYPE_CHECKING:
     from ..service.client import Client
-    from .journal import Journal
-    from ..cell.spec import Request
+    from ..service.status import TaskStatus
+    from .journal import Journal, Record
 
 log = logging.getLogger("kling_nb.tracker")
 
-PENDING_LOCAL = ("waiting", "uploading", "submitting")  # before the service has a task id
+# A submit under way refreshes its journal row this often, so that another kernel waiting
+# on the same request (FRESH_SUBMIT_S) knows it is alive, even while it backs off from 429s.
+HEARTBEAT_S = 15.0
+# A 'submitting' row older than this, with no task id, is a submit whose outcome is unknown.
+FRESH_SUBMIT_S = 60.0
+OTHER_SUBMIT_LOOK_S = 0.5
+# The service said `completed` but gave no video URL: look again this many times (backing
+# off) before reporting it. The task is never submitted again for this.
+NO_URL_LOOKS = 5
 
 
-class Generation:
-    """One generation: what was asked, where it stands, and where its video went.
+@dataclass(frozen=True)
+class Backend:
+    """What a generation talks to, fixed for its whole life."""
 
-    Attributes are read by the user's code while worker threads update them; each update
-    takes the lock and then tells the listeners.
-    """
-
-    def __init__(self, request: Request, *, name: str | None = None, label: dict | None = None):
-        self.request = request
-        self.name = name
-        self.label = dict(label or {})
-        self.body: dict = request.body  # replaced by the body actually sent (uploaded URLs)
-        self.status = "waiting"
-        self.progress = 0
-        self.task_id: str | None = None
-        self.url: str | None = None
-        self.expires_at: int | None = None
-        self.video_path: Path | None = None
-        self.error: KlingError | None = None
-        self.origin = "new"  # new | reused | reattached: what this run did, told to the user
-        self.record_id: int | None = None
-        self.run_id: str | None = None  # the cell execution (or compare) it belongs to
-        self.identity: str | None = None  # the journal's key for this request
-        self.started = time.monotonic()
-        self.finished: float | None = None
-        self.simulated = False
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._listeners: list[Callable[[Generation], None]] = []
-        # poller bookkeeping
-        self._samples: list[tuple[float, int]] = []
-        self._misses = 0
-        self._expects_done = False
-
-    # -- what users read ---------------------------------------------------------------
-    @property
-    def prompt(self) -> str:
-        return str(self.body.get("prompt", ""))
-
-    @property
-    def done(self) -> bool:
-        """True once nothing more will happen without the user asking (final, or gave up)."""
-        return self._done.is_set()
-
-    @property
-    def elapsed(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
-
-    def wait(self, timeout: float | None = None) -> Generation:
-        """Block until this generation is done; Ctrl-C stops the waiting, not the generation.
-
-        Waits in short slices so a KeyboardInterrupt reaches the main thread within 0.2 s.
-        Raises DeadlineError if `timeout` passes first (the generation goes on)."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while not self._done.wait(0.2):
-            if end is not None and time.monotonic() >= end:
-                raise DeadlineError(
-                    f"stopped waiting after {timeout:g} s; the generation goes on "
-                    "(wait again, or `%kling resume` after a restart)"
-                )
-        return self
-
-    def __repr__(self) -> str:
-        who = f"{self.name!r}, " if self.name else ""
-        where = f", video={str(self.video_path)!r}" if self.video_path else ""
-        return f"<Generation {who}status={self.status!r}, progress={self.progress}, task_id={self.task_id!r}{where}>"
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
-        from ..notebook import render
-
-        snap = render.Snapshot.of(self)
-        return {"text/plain": render.status_line(snap), "text/html": render.generation_html(snap)}
-
-    # -- updates (worker threads) ------------------------------------------------------
-    def add_listener(self, fn: Callable[[Generation], None]) -> None:
-        with self._lock:
-            self._listeners.append(fn)
-
-    def _update(self, **fields: Any) -> None:
-        with self._lock:
-            for key, value in fields.items():
-                setattr(self, key, value)
-            listeners = list(self._listeners)
-        for fn in listeners:
-            try:
-                fn(self)
-            except Exception:  # a broken view must not stop tracking; but say so
-                log.exception("a kling_nb listener failed")
-
-    def _finish(self, **fields: Any) -> None:
-        fields.setdefault("finished", time.monotonic())
-        with self._lock:
-            self._done.set()
-        self._update(**fields)
-
-    def _reopen(self) -> None:
-        """Tracking starts again (resume after a deadline, retry)."""
-        self._done.clear()
-        self.finished = None
-        self.error = None
-        self._samples.clear()
-        self._misses = 0
+    client: Client
+    journal: Journal
+    output_dir: Path
+    schedule: PollSchedule = PollSchedule()
+    deadline_s: float = 1800.0
 
 
-class Generations(list):
-    """The generations of one sweep or compare, in grid order, with a combined wait."""
+@dataclass
+class _Entry:
+    """The tracker's own bookkeeping for one generation."""
 
-    def wait(self, timeout: float | None = None) -> Generations:
-        end = None if timeout is None else time.monotonic() + timeout
-        for gen in self:
-            gen.wait(None if end is None else max(0.0, end - time.monotonic()))
-        return self
-
-    @property
-    def done(self) -> bool:
-        return all(g.done for g in self)
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
-        from ..notebook import render
-
-        return render.grid_bundle([render.Snapshot.of(g) for g in self])
+    gen: Generation
+    backend: Backend
+    record_id: int | None = None
+    started: float = 0.0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    misses: int = 0
+    expects_done: bool = False
+    no_url_looks: int = 0
+    submitting: bool = False
 
 
 class _Workers:
     """A fixed number of daemon threads taking jobs from a queue. (ThreadPoolExecutor's
-    threads are joined at interpreter exit, which slowed kernel shutdown: FIELD-NOTES 1.)"""
+    threads are joined at interpreter exit, which slowed kernel shutdown: design notes 1.)"""
 
     def __init__(self, count: int, name: str):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -205,26 +122,13 @@ class _Workers:
 
 
 class Tracker:
-    """Owns the poller thread and the workers for one kernel. Make a fresh one per test."""
+    """Owns the poller thread and the workers of one kernel. Tests make a fresh one."""
 
-    def __init__(
-        self,
-        client: Client,
-        journal: Journal,
-        output_dir: Path,
-        *,
-        schedule: PollSchedule = PollSchedule(),
-        deadline_s: float = 1800.0,
-        workers: int = 8,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.client = client
-        self.journal = journal
-        self.output_dir = Path(output_dir)
-        self.schedule = schedule
-        self.deadline_s = deadline_s
+    def __init__(self, *, workers: int = 8, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time):
         self._clock = clock
-        self._due: list[tuple[float, int, Generation]] = []
+        self._wall = wall_clock
+        self._due: list[tuple[float, int, Callable[[_Entry], None], _Entry]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
@@ -233,20 +137,37 @@ class Tracker:
         self._thread.start()
 
     # -- entry points ------------------------------------------------------------------
-    def start(self, gen: Generation) -> None:
+    def start(self, gen: Generation, backend: Backend, record_id: int) -> None:
         """Upload, submit and track a generation whose journal record says 'new'."""
-        self._run(self._submit, gen)
+        self._run(self._submit, _Entry(gen, backend, record_id))
 
-    def attach(self, gen: Generation) -> None:
-        """Track a task that already exists (its task_id is set)."""
-        gen._reopen()
-        gen.started = self._clock()
-        self._schedule(gen, 0.0)
+    def attach(self, gen: Generation, backend: Backend, record: Record, *, origin: str = "reattached") -> None:
+        """Track a task that already exists."""
+        entry = _Entry(gen, backend, record.id, started=self._clock())
+        gen._transition(
+            state_for_service(record.status) if record.status != "completed" else State.QUEUED,
+            task_id=record.task_id, progress=record.progress, body=record.body, origin=origin,
+            service_status=record.status,
+        )
+        self._schedule(self._poll, entry, 0.0)
 
-    def fetch(self, gen: Generation) -> None:
+    def fetch(self, gen: Generation, backend: Backend, record: Record, *, origin: str = "reused") -> None:
         """Download the video of a completed task whose local file is missing."""
-        gen._reopen()
-        self._run(self._download, gen)
+        entry = _Entry(gen, backend, record.id, started=self._clock())
+        gen._transition(State.DOWNLOADING, task_id=record.task_id, progress=100, body=record.body,
+                        url=record.url, expires_at=record.expires_at, origin=origin)
+        self._run(self._download, entry)
+
+    def await_submit(self, gen: Generation, backend: Backend, record: Record) -> None:
+        """Another kernel may be submitting this very request right now: watch its journal row
+        for a task id. If none comes while the row stays fresh, the outcome is unknown."""
+        gen._transition(State.SUBMITTING, body=record.body, origin="reattached",
+                        waiting_for="another kernel's submit of this request")
+        self._schedule(self._check_other_submit, _Entry(gen, backend, record.id), 0.0)
+
+    def settle(self, gen: Generation, state: State, **fields: Any) -> None:
+        """A generation whose outcome the journal already knows (a saved video, a failure)."""
+        gen._transition(state, **fields)
 
     def close(self) -> None:
         with self._cond:
@@ -254,10 +175,15 @@ class Tracker:
             self._cond.notify_all()
         self._workers.shutdown()
 
-    # -- the poller thread -------------------------------------------------------------
-    def _schedule(self, gen: Generation, delay: float) -> None:
+    def wake(self) -> None:
+        """Look at the due jobs now (tests that move an injected clock call this)."""
         with self._cond:
-            heapq.heappush(self._due, (self._clock() + delay, next(self._seq), gen))
+            self._cond.notify()
+
+    # -- the poller thread -------------------------------------------------------------
+    def _schedule(self, job: Callable[[_Entry], None], entry: _Entry, delay: float) -> None:
+        with self._cond:
+            heapq.heappush(self._due, (self._clock() + delay, next(self._seq), job, entry))
             self._cond.notify()
 
     def _poll_loop(self) -> None:
@@ -268,170 +194,206 @@ class Tracker:
                     if self._due and self._due[0][0] <= now:
                         break
                     timeout = (self._due[0][0] - now) if self._due else None
-                    self._cond.wait(timeout)
+                    # An injected clock may not move with real time: look again soon.
+                    self._cond.wait(None if timeout is None else min(timeout, 1.0))
                 if self._stopped:
                     return
                 due = []
                 now = self._clock()
                 while self._due and self._due[0][0] <= now:
-                    due.append(heapq.heappop(self._due)[2])
-            for gen in due:
-                self._run(self._poll, gen)
+                    _, _, job, entry = heapq.heappop(self._due)
+                    due.append((job, entry))
+            for job, entry in due:
+                self._run(job, entry)
 
     # -- worker jobs -------------------------------------------------------------------
-    def _run(self, job: Callable[[Generation], None], gen: Generation) -> None:
-        self._workers.submit(self._guarded, job, gen)
+    def _run(self, job: Callable[[_Entry], None], entry: _Entry) -> None:
+        self._workers.submit(self._guarded, job, entry)
 
-    def _guarded(self, job: Callable[[Generation], None], gen: Generation) -> None:
+    def _guarded(self, job: Callable[[_Entry], None], entry: _Entry) -> None:
         """No silent failures in the background: a bug or a broken journal ends the job with
         a message on the generation (tracking stops; the task itself goes on)."""
         try:
-            job(gen)
+            job(entry)
         except Exception as err:
             log.exception("kling_nb background job failed")
-            gen._finish(error=KlingError(
-                f"internal error while tracking ({type(err).__name__}: {str(err)[:200]}); the task goes on: "
-                "re-run the cell or `%kling resume` to pick it up"))
+            if not entry.gen.done:
+                entry.gen._transition(State.DETACHED, error=KlingError(
+                    f"internal error while tracking ({type(err).__name__}: {str(err)[:200]}); the task goes on: "
+                    "re-run the cell or `%kling resume` to pick it up"))
 
-    def _submit(self, gen: Generation) -> None:
+    def _submit(self, entry: _Entry) -> None:
+        gen, b = entry.gen, entry.backend
         try:
             urls = {}
             if gen.request.uploads:
-                gen._update(status="uploading")
+                if gen.status == State.WAITING:
+                    gen._transition(State.UPLOADING)
                 for local in gen.request.uploads:
-                    urls[local.sha256] = self._upload(local)
+                    urls[local.sha256] = self._upload(b, local)
             body = gen.request.with_urls(urls) if urls else gen.request.body
-            gen._update(status="submitting", body=body)
-            task = self.client.submit(body)
+            gen._transition(State.SUBMITTING, body=body, task_id=None, progress=0)
+            entry.submitting = True
+            self._schedule(self._heartbeat, entry, HEARTBEAT_S)
+            task = b.client.submit(body)
         except KlingError as err:
-            self._fail(gen, err)
+            self._fail(entry, err)
             return
-        except Exception as err:  # an unexpected bug must still end the generation visibly
-            log.exception("submit failed")
-            self._fail(gen, KlingError(f"internal error while submitting: {type(err).__name__}"))
-            return
-        self.journal.set_task(gen.record_id, task)
-        gen.started = self._clock()
-        self._apply(gen, task)
-        if not gen.done:
-            self._schedule(gen, self.schedule.first_s)
+        finally:
+            entry.submitting = False
+        b.journal.set_task(entry.record_id, task)
+        entry.started = self._clock()
+        self._apply(entry, task)
 
-    def _upload(self, local) -> str:
-        url = self.journal.upload_url(local.sha256)
+    def _heartbeat(self, entry: _Entry) -> None:
+        if entry.submitting:
+            entry.backend.journal.touch(entry.record_id)
+            self._schedule(self._heartbeat, entry, HEARTBEAT_S)
+
+    def _check_other_submit(self, entry: _Entry) -> None:
+        gen, journal = entry.gen, entry.backend.journal
+        row = journal.get(entry.record_id)
+        if row.task_id:
+            entry.started = self._clock()
+            gen._transition(state_for_service(row.status), task_id=row.task_id, progress=row.progress,
+                            waiting_for=None)
+            self._schedule(self._poll, entry, 0.0)
+        elif row.status == "submitting" and row.updated_at + FRESH_SUBMIT_S > self._wall():
+            self._schedule(self._check_other_submit, entry, OTHER_SUBMIT_LOOK_S)
+        else:
+            gen._transition(State.UNKNOWN, waiting_for=None, error=SubmitUnknownError(
+                "an earlier submit of this exact request got no answer (the kernel stopped, or the "
+                "connection dropped), so it may have been accepted and billed. Check your dashboard; "
+                "re-run with --force to submit it again."))
+
+    def _upload(self, b: Backend, local) -> str:
+        url = b.journal.upload_url(local.sha256)
         if url is None:
-            url = self.client.upload(local.path)
+            url = b.client.upload(local.path)
             # The upload reply carries no expiry; assume the 24 h of result URLs, less a margin.
-            self.journal.record_upload(local.sha256, url, time.time() + 23 * 3600)
+            b.journal.record_upload(local.sha256, url, self._wall() + 23 * 3600)
         return url
 
-    def _poll(self, gen: Generation) -> None:
-        if self._clock() - gen.started > self.deadline_s:
-            gen._finish(
-                error=DeadlineError(
-                    f"stopped waiting after {self.deadline_s:g} s; the generation goes on: "
-                    "re-run the cell or `%kling resume` to pick it up again"
-                )
-            )
+    def _poll(self, entry: _Entry) -> None:
+        gen, b = entry.gen, entry.backend
+        if self._clock() - entry.started > b.deadline_s:
+            gen._transition(State.DETACHED, error=DeadlineError(
+                f"stopped waiting after {b.deadline_s:g} s; the generation goes on: "
+                "re-run the cell or `%kling resume` to pick it up again"))
             return
         try:
-            task = self.client.status(gen.task_id)
+            task = b.client.status(gen.task_id)
         except NotFoundError as err:
             if gen.simulated and gen.origin == "reattached":
-                self._restart_simulated(gen)
+                self._restart_simulated(entry)
             else:
-                self._fail(gen, err)
+                self._fail(entry, err)
             return
         except (AuthError, QuotaError) as err:
-            self._fail(gen, err)  # will not get better by asking again
+            # Asking again will not help, but the task may still finish: keep it resumable.
+            self._detach(entry, err)
             return
         except KlingError as err:
             # Retries inside the client were exhausted: a longer outage. Keep the task, say
             # so, and look again at the normal rhythm.
             log.warning("status of %s unavailable: %s", gen.task_id, err.message)
-            self._schedule(gen, self.schedule.interval_s)
+            self._schedule(self._poll, entry, b.schedule.interval_s)
             return
-        except Exception:
-            log.exception("status poll failed")
-            self._schedule(gen, self.schedule.interval_s)
-            return
-        self.journal.record_status(gen.record_id, task)
-        self._apply(gen, task)
-        if gen.done or task.status == "completed":
-            return
-        gen._misses = gen._misses + 1 if gen._expects_done else 0
-        gen._samples.append((self._clock(), task.progress))
-        delay, gen._expects_done = self.schedule.next_delay(gen._samples, gen._misses)
-        self._schedule(gen, delay)
+        if not entry.expects_done or task.status != "completed":
+            entry.misses = entry.misses + 1 if entry.expects_done else 0
+        entry.samples.append((self._clock(), task.progress))
+        self._apply(entry, task)
 
-    def _restart_simulated(self, gen: Generation) -> None:
+    def _restart_simulated(self, entry: _Entry) -> None:
         """The embedded simulator lives and dies with its kernel, and its tasks with it. A
         simulated generation is free, so one lost that way is simply started again."""
-        self.journal.record_error(
-            gen.record_id, "simulator_restarted", "the simulator that ran this task has stopped", final=True
+        gen, journal = entry.gen, entry.backend.journal
+        journal.record_error(
+            entry.record_id, "simulator_restarted", "the simulator that ran this task has stopped", final=True
         )
-        _, record = self.journal.begin(
+        _, record = journal.begin(
             gen.identity, gen.request.body, name=gen.name, label=gen.label, force=True, run_id=gen.run_id
         )
-        gen.record_id, gen.task_id, gen.origin = record.id, None, "restarted"
-        gen._update(status="waiting", progress=0)
-        self._submit(gen)
+        entry.record_id = record.id
+        entry.samples.clear()
+        gen._transition(State.SUBMITTING, task_id=None, progress=0, origin="restarted")
+        self._submit(entry)
 
-    def _apply(self, gen: Generation, task: TaskStatus) -> None:
+    def _apply(self, entry: _Entry, task: TaskStatus) -> None:
         """Bring a generation up to date with the service's view of its task."""
+        gen, b = entry.gen, entry.backend
+        if task.status == "completed" and not task.url:
+            # Completed without a URL: never trust it, never resubmit; look again a few times.
+            entry.no_url_looks += 1
+            if entry.no_url_looks > NO_URL_LOOKS:
+                self._detach(entry, KlingError(
+                    f"the service reports task {task.id} completed but gives no video URL; nothing "
+                    "was submitted again: re-run the cell or `%kling resume` later to look again"))
+                return
+            gen._transition(State.IN_PROGRESS, task_id=task.id, progress=100, service_status="completed")
+            self._schedule(self._poll, entry, min(b.schedule.max_s, b.schedule.min_s * 2**entry.no_url_looks))
+            return
+        b.journal.record_status(entry.record_id, task)
         if task.status == "failed":
             err = GenerationFailed(
-                task.error_message or "the service reported the generation failed",
-                code=task.error_code,
+                task.error_message or "the service reported the generation failed", code=task.error_code,
                 task_id=task.id,
             )
-            gen._finish(status="failed", progress=task.progress, task_id=task.id, error=err)
+            gen._transition(State.FAILED, progress=task.progress, task_id=task.id, service_status=task.status,
+                            error=err)
         elif task.status == "completed":
-            gen._update(
-                status="downloading", progress=100, task_id=task.id, url=task.url, expires_at=task.expires_at
-            )
+            gen._transition(State.DOWNLOADING, progress=100, task_id=task.id, url=task.url,
+                            expires_at=task.expires_at, service_status=task.status,
+                            thumbnail_url=getattr(task, "thumbnail_url", None))
             # A job of its own: a burst of finished variants must not hold up the status polls
             # of the others behind their downloads.
-            self._run(self._download, gen)
+            self._run(self._download, entry)
         else:
-            gen._update(status=task.status, progress=task.progress, task_id=task.id)
+            gen._transition(state_for_service(task.status), progress=task.progress, task_id=task.id,
+                            service_status=task.status)
+            delay, entry.expects_done = b.schedule.next_delay(entry.samples, entry.misses)
+            self._schedule(self._poll, entry, delay)
 
-    def _download(self, gen: Generation) -> None:
-        if not gen.url:
-            self._fail(gen, KlingError("the service reported completion without a video URL"))
-            return
-        if gen.expires_at is not None and gen.expires_at <= time.time():
-            self._fail(gen, expired_error(gen.task_id, gen.expires_at), final=False)
+    def _download(self, entry: _Entry) -> None:
+        gen, b = entry.gen, entry.backend
+        if gen.expires_at is not None and gen.expires_at <= self._wall():
+            self._fail(entry, expired_error(gen.task_id, gen.expires_at), final=False)
             return
         try:
-            dest = video_path_for(self.output_dir, gen.name, gen.task_id)
-            path = self.client.download(gen.url, dest)
+            dest = video_path_for(b.output_dir, gen.name, gen.task_id)
+            path = b.client.download(gen.url, dest)
             digest = sha256_of(path)
-        except KlingError as err:
-            self._fail(gen, err, final=False)
+        except ExpiredError as err:  # gone for good
+            self._fail(entry, err, final=False)
             return
-        except Exception as err:
-            log.exception("download failed")
-            self._fail(gen, KlingError(f"internal error while downloading: {type(err).__name__}"), final=False)
+        except KlingError as err:  # may work next time: the re-run fetches it, never resubmits
+            self._detach(entry, err)
             return
-        self.journal.record_video(gen.record_id, str(path.relative_to(self.output_dir)), digest)
-        gen._finish(status="completed", progress=100, video_path=path)
+        b.journal.record_video(entry.record_id, str(path.relative_to(b.output_dir)), digest)
+        gen._transition(State.COMPLETED, progress=100, video_path=path)
 
-    def _fail(self, gen: Generation, err: KlingError, *, final: bool = True) -> None:
-        """Record and show an error. `final=False` keeps the task's status (a video that
-        could not be saved is still a completed, billed task)."""
+    def _detach(self, entry: _Entry, err: KlingError) -> None:
+        """Stop tracking, keep the task resumable: the journal keeps its status."""
         try:
-            if gen.record_id is None:
-                pass
-            elif isinstance(err, SubmitUnknownError):
-                self.journal.mark_unknown(gen.record_id, err.message)
-            else:
-                self.journal.record_error(gen.record_id, getattr(err, "code", None), err.message, final=final)
+            entry.backend.journal.record_error(entry.record_id, getattr(err, "code", None), err.message,
+                                               final=False)
         except Exception:
             log.exception("could not record an error in the journal")
-        if final or gen.status in PENDING_LOCAL:
-            gen._finish(status="failed", error=err)
-        else:
-            gen._finish(error=err)
+        entry.gen._transition(State.DETACHED, error=err)
+
+    def _fail(self, entry: _Entry, err: KlingError, *, final: bool = True) -> None:
+        """Record and show an error. `final=False` keeps the journal's task status (a video
+        that could not be saved is still a completed, billed task)."""
+        gen, journal = entry.gen, entry.backend.journal
+        unknown = isinstance(err, SubmitUnknownError)
+        try:
+            if unknown:
+                journal.mark_unknown(entry.record_id, err.message)
+            else:
+                journal.record_error(entry.record_id, getattr(err, "code", None), err.message, final=final)
+        except Exception:
+            log.exception("could not record an error in the journal")
+        gen._transition(State.UNKNOWN if unknown else State.FAILED, error=err, waiting_for=None)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -464,4 +426,4 @@ def expired_error(task_id: str | None, expires_at: float | None) -> ExpiredError
     )
 
 
-__all__ = ["Generation", "Generations", "Tracker", "video_path_for"]
+__all__ = ["Backend", "Tracker", "expired_error", "video_path_for"]

@@ -3,9 +3,9 @@
 A cell's output has one display id. It first shows the live widget; when every generation
 of the cell is done it is replaced, through that display id, by a plain text/html result (a
 relative `<video>`, a grid, or the service's error as text), which is what the saved
-notebook keeps (FIELD-NOTES 2).
+notebook keeps (docs/design-notes.md section 2).
 
-Who receives that replacement depends on the frontend (FIELD-NOTES 1):
+Who receives that replacement depends on the frontend (docs/design-notes.md section 1):
 - JupyterLab routes output by the message's parent header and keeps listening to a cell
   after it ran, so the worker thread sends the update under the header of the cell that
   started the generation.
@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from . import render
-from ..engine.tracker import Generation
+from ..engine.generation import Generation, Generations, Snapshot
 
 
 def _kernel_shell():
@@ -79,8 +79,8 @@ class CellOutput:
     def done(self) -> bool:
         return all(g.done for g in self.gens)
 
-    def snapshots(self) -> list[render.Snapshot]:
-        snaps = [render.Snapshot.of(g) for g in self.gens]
+    def snapshots(self) -> list[Snapshot]:
+        snaps = [g.snapshot() for g in self.gens]
         if self.labels is not None:
             snaps = [dataclasses.replace(s, label=label) for s, label in zip(snaps, self.labels)]
         return snaps
@@ -111,7 +111,7 @@ class CellOutput:
             g.add_listener(self._changed)
         self._changed(None)
 
-    def _changed(self, _gen) -> None:
+    def _changed(self, _snap: Snapshot | None) -> None:
         if not self.done:
             return
         with self._lock:
@@ -132,3 +132,20 @@ class CellOutput:
             publish(self.final_bundle(), display_id=self.display_id, update=True)
             if self.view is not None:
                 self.view.retire()
+
+
+def _generation_bundle(gen: Generation, include=None, exclude=None) -> dict[str, str]:
+    s = gen.snapshot()
+    return {"text/plain": render.status_line(s), "text/html": render.generation_html(s)}
+
+
+def _generations_bundle(gens: Generations, include=None, exclude=None) -> dict[str, str]:
+    return render.grid_bundle([g.snapshot() for g in gens])
+
+
+def register_formatters(shell) -> None:
+    """Show a Generation (or a sweep's Generations) as its card or video when it is the value
+    of a cell. Registered with IPython's formatter so the engine never imports the notebook."""
+    formatter = shell.display_formatter.mimebundle_formatter
+    formatter.for_type(Generation, _generation_bundle)
+    formatter.for_type(Generations, _generations_bundle)

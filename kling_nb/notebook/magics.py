@@ -1,14 +1,18 @@
 """`%%kling` and `%kling`: the thin layer that knows every stage.
 
-    cell --spec.parse_batch--> requests --runtime.run--> generations --display.CellOutput--> output
+    cell --cell.spec.parse_batch--> requests --engine.Runtime.run--> generations --display.CellOutput--> output
 
 Options are traitlets, so `%config KlingMagics.output_dir = "renders"` and ipython_config.py
-work. A KlingError reaches the user as one short line (a custom exception handler), and the
-cell still counts as failed, so "Run All" stops at a mistake like at any other error.
+work; a change applies to generations started afterwards, while running ones go on in the
+kernel's one runtime. The `%%kling` options and the `%kling` commands are each declared once
+(argparse); their help text is made from that declaration. A KlingError reaches the user as
+one short line (KlingError._render_traceback_), and the cell still counts as failed, so
+"Run All" stops at a mistake like at any other error.
 """
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import shlex
@@ -18,25 +22,48 @@ import uuid
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Float, Int, List, Unicode, observe
 
-from . import render
-
 from ..cell import spec
 from ..contract import MODEL, billing_class
-from .display import CellOutput
-from ..errors import KlingError, SpecError
-from ..engine.session import Runtime
+from ..engine.generation import Generations
 from ..engine.schedule import PollSchedule
-from ..engine.tracker import Generations
+from ..engine.session import Runtime
+from ..errors import SpecError
+from . import render
+from .display import CellOutput
 
-LINE_COMMANDS = """\
-%kling wait            block until every generation of this session is done (Ctrl-C stops waiting)
-%kling list            this session's generations
-%kling history [N]     the project's journal, newest first (N rows, default 20)
-%kling show ID         show one journal entry (its video, or why not)
-%kling compare A B ..  put named generations (cells or journal) side by side in one grid
-%kling resume          re-attach every in-flight task of the project after a restart
-%kling login           read an API key with getpass (kept in memory only)
-%kling status          where requests go (simulator or service) and the output folder"""
+
+# The one declaration of the `%kling` commands: (name, positional arguments, help). The
+# parser and the `%kling?` text are both made from it.
+_COMMANDS: list[tuple[str, list[tuple[str, dict]], str]] = [
+    ("wait", [], "block until every generation of this session is done (Ctrl-C stops waiting)"),
+    ("list", [], "this session's generations"),
+    ("history", [("rows", dict(type=int, nargs="?", default=20, metavar="[N]"))],
+     "the project's journal, newest first (N rows, default 20)"),
+    ("show", [("entry", dict(metavar="ID|NAME"))], "one journal entry or named generation (its video, or why not)"),
+    ("compare", [("names", dict(nargs="+", metavar="A B .."))],
+     "put named generations (cells or journal) side by side in one grid"),
+    ("resume", [], "re-attach every in-flight task of the project after a restart"),
+    ("login", [], "read an API key with getpass (kept in memory only)"),
+    ("status", [], "where requests go (simulator or service) and the output folder"),
+    ("help", [], "this list"),
+]
+LINE_COMMANDS = "\n".join(
+    f"%kling {(name + ' ' + ' '.join(kw['metavar'] for _, kw in args)).strip():<22} {help}"
+    for name, args, help in _COMMANDS
+)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise SpecError(f"{message}. Commands:\n{LINE_COMMANDS}", field="%kling")
+
+
+COMMANDS = _CommandParser(prog="%kling", add_help=False)
+_sub = COMMANDS.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
+for _name, _args, _help in _COMMANDS:
+    _parser = _sub.add_parser(_name, help=_help, add_help=False)
+    for _dest, _kw in _args:
+        _parser.add_argument(_dest, **_kw)
 
 
 @magics_class
@@ -62,24 +89,26 @@ class KlingMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self._runtime: Runtime | None = None
 
-    @observe("output_dir", "base_url", "poll_first_s", "poll_interval_s", "poll_min_s", "deadline_s", "workers")
+    def _settings(self) -> dict:
+        return dict(
+            output_dir=self.output_dir,
+            base_url=self.base_url or None,
+            schedule=PollSchedule(self.poll_first_s, self.poll_interval_s, self.poll_min_s),
+            deadline_s=self.deadline_s,
+            sim_config=dict(queue_s=min(1.0, self.sim_run_s / 4), run_s=self.sim_run_s),
+        )
+
+    @observe("output_dir", "base_url", "poll_first_s", "poll_interval_s", "poll_min_s", "deadline_s", "sim_run_s")
     def _settings_changed(self, change):
-        # New settings apply to new generations; running ones finish in the old runtime.
-        self._runtime = None
+        # New settings apply to new generations; running ones keep theirs and stay tracked.
+        if self._runtime is not None:
+            self._runtime.configure(**self._settings())
 
     @property
     def runtime(self) -> Runtime:
+        """The kernel's one runtime (made on first use; reading it starts nothing)."""
         if self._runtime is None:
-            from ..sim import SimConfig
-
-            self._runtime = Runtime(
-                output_dir=self.output_dir,
-                base_url=self.base_url or None,
-                schedule=PollSchedule(self.poll_first_s, self.poll_interval_s, self.poll_min_s),
-                deadline_s=self.deadline_s,
-                workers=self.workers,
-                sim_config=SimConfig(queue_s=min(1.0, self.sim_run_s / 4), run_s=self.sim_run_s),
-            )
+            self._runtime = Runtime(workers=self.workers, **self._settings())
         return self._runtime
 
     # -- %%kling -----------------------------------------------------------------------
@@ -97,7 +126,7 @@ class KlingMagics(Magics):
             for i, request in enumerate(batch.requests, 1):
                 if len(batch.requests) > 1:
                     print(f"--- variant {i}/{len(batch.requests)}: {render.label_text(request.label)}")
-                print(render.dry_run_text(request, runtime.base_url))
+                print(render.dry_run_text(request, runtime.service_url, simulated=runtime.simulated))
             return None
         count = len(batch.requests)
         if count > 1:
@@ -123,12 +152,12 @@ class KlingMagics(Magics):
     # -- %kling ------------------------------------------------------------------------
     @line_magic("kling")
     def kling_line(self, line: str):
-        words = shlex.split(line)
-        command, args = (words[0], words[1:]) if words else ("help", [])
-        handler = getattr(self, f"_cmd_{command}", None)
-        if handler is None:
-            raise SpecError(f"unknown command {command!r}. Commands:\n{LINE_COMMANDS}")
-        return handler(args)
+        try:
+            words = shlex.split(line)
+        except ValueError as err:
+            raise SpecError(f"cannot read the line: {err}", field="%kling") from None
+        args = COMMANDS.parse_args(words or ["help"])
+        return getattr(self, f"_cmd_{args.command}")(args)
 
     def _cmd_help(self, args):
         print(LINE_COMMANDS)
@@ -136,30 +165,30 @@ class KlingMagics(Magics):
     def _cmd_wait(self, args):
         runtime = self.runtime
         runtime.wait_all()
-        for output in runtime.outputs:
+        for output in list(runtime.outputs):
             output.finalize_here()
-        failed = [g for g in runtime.generations if g.error]
-        done = len(runtime.generations) - len(failed)
-        print(f"{done} generation(s) done" + (f", {len(failed)} with errors" if failed else ""))
+        gens = list(runtime.generations)
+        failed = [g for g in gens if g.error]
+        print(f"{len(gens) - len(failed)} generation(s) done" + (f", {len(failed)} with errors" if failed else ""))
 
     def _cmd_list(self, args):
         gens = self.runtime.generations
         if not gens:
             print("(no generations in this session)")
         for g in gens:
-            print(render.status_line(render.Snapshot.of(g)))
+            print(render.status_line(g.snapshot()))
 
     def _cmd_status(self, args):
         rt = self.runtime
-        where = "the embedded simulator (no key set)" if rt.simulated else rt.base_url
-        print(f"requests go to {where}; videos and journal in {rt.output_dir}")
+        where = "the embedded simulator (no key set)" if rt.simulated else rt.service_url
+        print(f"requests go to {where}; videos and journal in {os.path.relpath(rt.output_dir)}")
 
     def _cmd_login(self, args):
-        key = getpass.getpass("TOAPIS API key (not echoed, kept in memory only): ").strip()
-        if not key:
+        key = getpass.getpass("TOAPIS API key (not echoed, kept in memory only): ")
+        if not key.strip():
             raise SpecError("no key entered; nothing changed")
         self.runtime.set_key(key)
-        print("key set for this session: new generations go to the real service (billed)")
+        print("key set for this session: new generations go to the real service (billed); running ones go on")
 
     def _cmd_resume(self, args):
         gens = self.runtime.resume()
@@ -167,15 +196,12 @@ class KlingMagics(Magics):
             print("nothing in flight: every journal entry is final")
             return
         print(f"re-attached to {len(gens)} task(s); nothing new was sent")
-        output = CellOutput(Generations(gens), grid=len(gens) > 1, title="resumed")
-        self.runtime.outputs.append(output)
-        output.show()
+        self._show(Generations(gens), grid=len(gens) > 1, title="resumed")
 
     def _cmd_history(self, args):
         from IPython.display import display
 
-        limit = int(args[0]) if args and args[0].isdigit() else 20
-        records = self.runtime.journal.history(limit)
+        records = self.runtime.journal.history(max(1, args.rows))
 
         class _Table:
             def _repr_mimebundle_(self, include=None, exclude=None):
@@ -184,21 +210,25 @@ class KlingMagics(Magics):
         display(_Table())
 
     def _cmd_show(self, args):
-        if not args or not args[0].isdigit():
-            raise SpecError("usage: %kling show ID (the # column of %kling history)")
         runtime = self.runtime
-        try:
-            record = runtime.journal.get(int(args[0]))
-        except KeyError:
-            raise SpecError(f"no journal entry #{args[0]}; see %kling history") from None
-        output = CellOutput([runtime.from_record(record)])
-        runtime.outputs.append(output)
-        output.show()
+        if args.entry.isdigit():
+            try:
+                gens = [runtime.from_record(runtime.journal.get(int(args.entry)))]
+            except KeyError:
+                raise SpecError(f"no journal entry #{args.entry}; see %kling history") from None
+        else:
+            gens = runtime.by_name(args.entry)
+            if not gens:
+                raise SpecError(f"no generation named {args.entry!r} in this session or the journal")
+        self._show(Generations(gens), grid=len(gens) > 1, title=args.entry)
 
     def _cmd_compare(self, args):
-        if not args:
-            raise SpecError("usage: %kling compare NAME1 NAME2 ...")
-        show_compare(self.runtime, args)
+        show_compare(self.runtime, args.names)
+
+    def _show(self, gens: Generations, **how) -> None:
+        output = CellOutput(gens, **how)
+        self.runtime.outputs.append(output)
+        output.show()
 
 
 CELL_HELP = f"""Generate a video with kling-video-o1: %%kling [options], then an optional YAML
@@ -261,11 +291,3 @@ def _unique(items):
         if x not in seen:
             seen.append(x)
     return seen
-
-
-def short_error_handler(shell, etype, evalue, tb, tb_offset=None):
-    """Show a KlingError as one line, no traceback; the cell still counts as an error."""
-    message = evalue.message if isinstance(evalue, KlingError) else str(evalue)
-    stb = [f"{etype.__name__}: {message}"]
-    shell._showtraceback(etype, evalue, stb)
-    return stb

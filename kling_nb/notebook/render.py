@@ -3,7 +3,7 @@ widgets, no IPython. Every piece of user or server text is escaped here, once.
 
 The saved output of a cell is built here: a plain text/html `<video>` whose src is relative
 to the notebook, so it plays in JupyterLab, after reopening without a kernel and in
-nbconvert HTML (FIELD-NOTES section 2), with a link and a text fallback.
+nbconvert HTML (docs/design-notes.md section 2), with a link and a text fallback.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..contract import billing_class
-
-if TYPE_CHECKING:
-    from ..engine.tracker import Generation
+from ..engine.generation import Snapshot
 
 SIMULATED_NOTE = (
     "Simulated: no TOAPIS_API_KEY is set, so kling_nb's built-in simulator made this video. "
@@ -33,44 +29,17 @@ BADGE_COLOURS = {
     "failed": "#cf222e",
     "in_progress": "#0969da",
     "downloading": "#0969da",
+    "unknown": "#9a6700",
 }
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A generation frozen at one moment: what every view is drawn from."""
+def video_src(s: Snapshot) -> str | None:
+    """The video's URL path relative to the notebook (the kernel's working directory)."""
+    return relative_src(s.video_path) if s.video_path else None
 
-    name: str | None
-    prompt: str
-    params: str
-    status: str
-    progress: int
-    elapsed_s: float
-    task_id: str | None
-    video_src: str | None  # relative to the notebook (the kernel's working directory)
-    error: str | None
-    origin: str
-    simulated: bool
-    label: dict = field(default_factory=dict)
-    done: bool = False
 
-    @classmethod
-    def of(cls, gen: Generation, base_dir: str | os.PathLike | None = None) -> Snapshot:
-        return cls(
-            name=gen.name,
-            prompt=gen.prompt,
-            params=params_text(gen.body),
-            status=gen.status,
-            progress=gen.progress,
-            elapsed_s=gen.elapsed,
-            task_id=gen.task_id,
-            video_src=relative_src(gen.video_path, base_dir) if gen.video_path else None,
-            error=gen.error.message if gen.error else None,
-            origin=gen.origin,
-            simulated=gen.simulated,
-            label=dict(gen.label),
-            done=gen.done,
-        )
+def error_text(s: Snapshot) -> str | None:
+    return s.error.message if s.error is not None else None
 
 
 def relative_src(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> str:
@@ -112,12 +81,12 @@ ORIGIN_TEXT = {
 def status_line(s: Snapshot) -> str:
     """One line of plain text: the text/plain fallback and the terminal's progress line."""
     who = s.name or "kling"
-    if s.error and s.status == "failed":
-        line = f"✗ {who}: failed: {s.error}"
-    elif s.error:
-        line = f"! {who}: {s.status}: {s.error}"
+    if error_text(s) and s.status in ("failed", "unknown"):
+        line = f"✗ {who}: {s.status}: {error_text(s)}"
+    elif error_text(s):
+        line = f"! {who}: {s.status}: {error_text(s)}"
     elif s.status == "completed":
-        line = f"✓ {who}: completed in {elapsed_text(s.elapsed_s)}, video: {s.video_src}"
+        line = f"✓ {who}: completed in {elapsed_text(s.elapsed_s)}, video: {video_src(s)}"
     else:
         line = f"… {who}: {s.status} {s.progress}% ({elapsed_text(s.elapsed_s)})"
     extra = ORIGIN_TEXT.get(s.origin, "")
@@ -148,7 +117,7 @@ def header_html(s: Snapshot) -> str:
         else ""
     )
     return (
-        f'<div class="kling-header">{name}{lab}<span style="color:#57606a">{html.escape(s.params)}</span>'
+        f'<div class="kling-header">{name}{lab}<span style="color:#57606a">{html.escape(params_text(s.body))}</span>'
         f'<div class="kling-prompt" style="white-space:pre-wrap">{html.escape(s.prompt)}</div>{sim}</div>'
     )
 
@@ -163,7 +132,7 @@ def live_card_html(s: Snapshot, *, compact: bool = False) -> str:
     task = f" · task {html.escape(s.task_id)}" if s.task_id else ""
     origin = ORIGIN_TEXT.get(s.origin, "")
     error = (
-        f'<div class="kling-error" style="color:#cf222e">{html.escape(s.error)}</div>' if s.error else ""
+        f'<div class="kling-error" style="color:#cf222e">{html.escape(error_text(s))}</div>' if error_text(s) else ""
     )
     return (
         f'<div class="kling-card" data-status="{html.escape(s.status, quote=True)}">{head}'
@@ -183,14 +152,14 @@ def grid_columns(count: int) -> int:
 
 def video_html(s: Snapshot, *, width: int = 480, caption: bool = True) -> str:
     """The final saved output of a finished generation: a relative <video>, a caption, a link."""
-    src = html.escape(s.video_src or "", quote=True)
+    src = html.escape(video_src(s) or "", quote=True)
     text = " · ".join(
         x
         for x in (
             f"<b>{html.escape(s.name)}</b>" if s.name else "",
             html.escape(_excerpt(s.prompt)),
-            html.escape(s.params),
-            f'<a href="{src}" download>{html.escape(s.video_src or "")}</a>',
+            html.escape(params_text(s.body)),
+            f'<a href="{src}" download>{html.escape(video_src(s) or "")}</a>',
             f"task {html.escape(s.task_id)}" if s.task_id else "",
             html.escape(ORIGIN_TEXT.get(s.origin, "")),
             "simulated" if s.simulated else "",
@@ -213,17 +182,17 @@ def failure_html(s: Snapshot) -> str:
     title = html.escape(s.name or "kling")
     return (
         f'<div class="kling-error" style="border-left:3px solid #cf222e;padding:4px 8px">'
-        f"<b>{title}</b>: {badge_html(s.status)} {html.escape(s.error or '')}"
+        f"<b>{title}</b>: {badge_html(s.status)} {html.escape(error_text(s) or '')}"
         f'<div style="font-size:12px;color:#57606a">{html.escape(_excerpt(s.prompt))} · '
-        f"{html.escape(s.params)}{' · task ' + html.escape(s.task_id) if s.task_id else ''}</div></div>"
+        f"{html.escape(params_text(s.body))}{' · task ' + html.escape(s.task_id) if s.task_id else ''}</div></div>"
     )
 
 
 def generation_html(s: Snapshot) -> str:
     """Whatever is most useful now: the video, the error, or a status card."""
-    if s.video_src and s.status == "completed":
+    if video_src(s) and s.status == "completed":
         return video_html(s)
-    if s.error:
+    if error_text(s):
         return failure_html(s)
     return (
         f'<div class="kling-pending">{header_html(s)}{badge_html(s.status)} {s.progress}% · '
@@ -245,16 +214,16 @@ def grid_html(snaps: list[Snapshot], *, columns: int | None = None, title: str =
     tiles = []
     for s in snaps:
         label = html.escape(label_text(s.label) or s.name or _excerpt(s.prompt, 40))
-        if s.video_src and s.status == "completed":
-            src = html.escape(s.video_src, quote=True)
+        if video_src(s) and s.status == "completed":
+            src = html.escape(video_src(s), quote=True)
             body = (
                 f'<video src="{src}" muted loop playsinline preload="auto" controls '
                 f'style="width:100%;display:block">Video: <a href="{src}">{src}</a></video>'
             )
-        elif s.error:
+        elif error_text(s):
             body = (
                 f'<div class="kling-error" style="padding:8px;border:1px solid #cf222e">'
-                f"✗ {html.escape(s.error)}</div>"
+                f"✗ {html.escape(error_text(s))}</div>"
             )
         else:
             body = f'<div style="padding:8px;border:1px dashed #8c959f">{html.escape(s.status)} {s.progress}%</div>'
@@ -304,7 +273,7 @@ def grid_bundle(snaps: list[Snapshot], *, title: str = "") -> dict[str, str]:
     return {"text/html": grid_html(snaps, title=title), "text/plain": grid_text(snaps)}
 
 
-def dry_run_text(request, base_url: str) -> str:
+def dry_run_text(request, base_url: str, *, simulated: bool = False) -> str:
     """What a person checks before paying: the exact body, the curl command, the bill."""
     uploads = ""
     if request.uploads:
@@ -315,6 +284,8 @@ def dry_run_text(request, base_url: str) -> str:
         f"Dry run: nothing was sent.\nBilled as: {request.billing_class}\n{warnings}{uploads}"
         f"Body:\n{json.dumps(request.body, indent=2, ensure_ascii=False)}\n"
         f"Equivalent request (key redacted):\n{request.curl(base_url)}"
+        + ("\nNo key is set: a real run of this cell would go to kling_nb's embedded simulator (free)."
+           if simulated else "")
     )
 
 

@@ -3,12 +3,12 @@
 A view is a single Output widget whose one output is a text/html card (prompt, parameters,
 status badge, progress bar, elapsed time, task id, error) and, once done, the video. An
 Output renders its outputs like cell outputs, so the video's src can stay relative to the
-notebook (an HTML widget's cannot: FIELD-NOTES 2). One widget model per view keeps the
+notebook (an HTML widget's cannot: docs/design-notes.md section 2). One widget model per view keeps the
 comm traffic and a headless run's saved widget state small, and a view that has been
 replaced by the cell's final output is emptied.
 
 Updates arrive from worker threads. Trait changes go over the comm, which is safe from any
-thread (FIELD-NOTES 1); a view is refreshed at most ten times a second, a final state at
+thread (docs/design-notes.md section 1); a view is refreshed at most ten times a second, a final state at
 once. One ticker thread per process advances the elapsed times.
 """
 
@@ -22,7 +22,7 @@ import weakref
 import ipywidgets as w
 
 from . import render
-from ..engine.tracker import Generation
+from ..engine.generation import Generation, Snapshot
 
 MIN_REFRESH_S = 0.1
 
@@ -34,6 +34,7 @@ class GenerationView:
         self.label = label  # this view's tile label (compare), else the generation's own
         self.out = w.Output(layout=_shared_layout())
         self._last_sent = 0.0
+        self._last_version = -1
         self._lock = threading.Lock()
         self.refresh(force=True)
         gen.add_listener(self._changed)
@@ -43,20 +44,22 @@ class GenerationView:
     def card_html(self) -> str:
         return self.out.outputs[0]["data"]["text/html"] if self.out.outputs else ""
 
-    def _changed(self, gen: Generation) -> None:
-        self.refresh(force=gen.done)
+    def _changed(self, snap: Snapshot) -> None:
+        self.refresh(force=snap.done)
 
     def refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             if not force and now - self._last_sent < MIN_REFRESH_S:
                 return
-            self._last_sent = now
-            s = render.Snapshot.of(self.gen)
+            s = self.gen.snapshot()
+            if s.version < self._last_version:
+                return  # a listener on another thread got here first with a newer state
+            self._last_sent, self._last_version = now, s.version
             if self.label is not None:
                 s = dataclasses.replace(s, label=self.label)
             html = render.live_card_html(s, compact=self.compact)
-            if s.video_src and s.status == "completed":
+            if s.video_path and s.status == "completed":
                 html += render.video_html(s, width=320 if self.compact else 480, caption=False)
             self.out.outputs = (
                 {"output_type": "display_data", "data": {"text/html": html, "text/plain": render.status_line(s)},
@@ -70,7 +73,7 @@ class GenerationView:
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.out._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = render.status_line(render.Snapshot.of(self.gen))
+        bundle["text/plain"] = render.status_line(self.gen.snapshot())
         return bundle
 
 
@@ -96,7 +99,7 @@ class GridView:
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.box._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = render.grid_text([render.Snapshot.of(t.gen) for t in self.tiles])
+        bundle["text/plain"] = render.grid_text([t.gen.snapshot() for t in self.tiles])
         return bundle
 
 

@@ -6,7 +6,7 @@
         sim.count("submit")   # accepted (billed) submits
         sim.set_faults(Faults(rate=0.2, seed=1))
 
-It follows shared/API-CONTRACT.md: the same paths, JSON shapes, status codes and error
+It follows docs/api-contract.md: the same paths, JSON shapes, status codes and error
 bodies, the same validation, real H.264 results that expire. Prompt markers for tests and
 teaching: `sim:reject` is refused at submit (422), `sim:fail` ends `failed`.
 Private endpoints: GET /_sim/log, GET /_sim/stats, POST /_sim/faults.

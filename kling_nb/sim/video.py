@@ -1,6 +1,6 @@
 """Real, playable H.264 clips that show what was asked for.
 
-Debian's Chromium plays H.264 but not MPEG-4 Part 2 (FIELD-NOTES 3), so clips are libx264,
+Debian's Chromium plays H.264 but not MPEG-4 Part 2 (docs/design-notes.md section 3), so clips are libx264,
 yuv420p, with the index first (+faststart) so a browser starts playing before the end
 arrives. Each frame shows the prompt, the mode, the duration and the aspect ratio, plus a
 moving bar and a clock so motion (and lockstep playback) can be seen.
