@@ -29,7 +29,7 @@ from kling_nb import SpecError, parse, parse_batch
         (
             "variants:\n  - {mode: std}\n  - {mode: pro, duration: 10}",
             [("std", None), ("pro", 10)],
-            [{"mode": "std", "duration": None}, {"mode": "pro", "duration": 10}],
+            [{"mode": "std"}, {"mode": "pro", "duration": 10}],  # no "duration=None"
         ),
         (
             "variants:\n  - {mode: std}\n  - {mode: pro}\nsweep:\n  duration: [5, 10]",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import math
 import re
 import string
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ def build_body(
     h = _interpolate(header, namespace, lines) if namespace is not None else header
     if namespace is not None:
         prompt = _format(prompt, namespace, "prompt", lines.of("prompt"))
+    _check_values(h, (), lines)  # before any value is used as a file name or sent
+    _check_values(prompt, ("prompt",), lines)
     warnings: list[str] = []
     body: dict[str, Any] = {}
 
@@ -130,8 +133,12 @@ def build_body(
 
     uploads: list[LocalFile] = []
     videos = _videos(h, lines)
-    if videos is not None:
+    if videos:
         body["video_list"] = videos
+    elif videos is not None:
+        # The service refuses audio with a video_list that is present at all; an empty list
+        # means "no reference video", so it is left out (the simulator refuses both together).
+        warnings.append("an empty video list was left out of the body")
     meta = h.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         raise SpecError("must be a mapping", field="metadata", line=lines.of("metadata"))
@@ -165,6 +172,26 @@ def build_body(
 
     warnings.extend(_placeholders(prompt, body, prompt_line))
     return body, uploads, warnings
+
+
+def _check_values(value, path: tuple, lines: Lines) -> None:
+    """Refuse what JSON or the file system cannot carry: NaN and Infinity (not JSON), NUL
+    characters and lone surrogates (not text that can be encoded)."""
+    field = ".".join(map(str, path)) or "header"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"must be a finite number, not {value}", field=field, line=lines.of(*path))
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise SpecError("contains a NUL character", field=field, line=lines.of(*path))
+        if any("\ud800" <= c <= "\udfff" for c in value):
+            raise SpecError("contains a lone surrogate (broken Unicode text)", field=field, line=lines.of(*path))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(key, path, lines)
+            _check_values(item, path + (key,), lines)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_values(item, path + (i,), lines)
 
 
 # -- scalar fields ---------------------------------------------------------------------
@@ -389,13 +416,17 @@ def _placeholders(prompt: str, body: dict, prompt_line: int | None) -> list[str]
                                 line=line_of(match))
             if n not in order:
                 order.append(n)
+        if order != sorted(order):
+            first = next(m for m in PLACEHOLDER.finditer(prompt) if m.group(1) == kind
+                         and int(m.group(2)) == next(a for a, n in zip(order, sorted(order)) if a != n))
+            raise SpecError(
+                f"<<<{kind}_N>>> placeholders first appear in the order {order}, but the service requires {where} "
+                f"in the order of the prompt: renumber them {sorted(order)} in reading order and list the items "
+                "in that order", field="prompt", line=line_of(first))
         unused = [i for i in range(1, len(items) + 1) if i not in order]
         if unused:
             warnings.append(f"{where} item(s) {', '.join(map(str, unused))} are not referred to in the prompt "
                             f"(add <<<{kind}_{unused[0]}>>>): the service inserts nothing for you")
-        if order != sorted(order):
-            warnings.append(f"<<<{kind}_N>>> placeholders first appear in the order {order}; the service expects "
-                            f"{where} in the order of the prompt")
     return warnings
 
 

@@ -37,7 +37,7 @@ import yaml
 
 from ..contract import MODEL, billing_class
 from ..errors import SpecError
-from .fields import Lines, LocalFile, build_body
+from .fields import TOP_LEVEL, Lines, LocalFile, build_body
 from .sweep import expand, labels
 
 __all__ = ["Batch", "LINE_HELP", "LocalFile", "Options", "Request", "from_fields", "parse", "parse_batch"]
@@ -45,14 +45,6 @@ __all__ = ["Batch", "LINE_HELP", "LocalFile", "Options", "Request", "from_fields
 MAX_CELL_CHARS = 256 * 1024
 MAX_HEADER_CHARS = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024
-
-LINE_HELP = """\
---name NAME   keep the result in the variable NAME (a Generation, or a list for a sweep)
---wait        block until the video is ready (Ctrl-C stops the waiting, not the generation)
---force       generate again even if the journal already has this exact request (billed)
---dry-run     show the exact JSON body, the curl command (key redacted) and the billing class; send nothing
---yes         confirm a cell that starts more generations than KlingMagics.confirm_above (default 8)"""
-
 
 @dataclass(frozen=True)
 class Options:
@@ -146,6 +138,12 @@ def parse_batch(cell: str, line: str = "", namespace: dict | None = None, *, all
         if len(json.dumps(body)) > MAX_BODY_BYTES:
             raise SpecError(f"the request body would be over {MAX_BODY_BYTES // 1024} KB; keep it small")
         requests.append(Request(body, tuple(uploads), tuple(warnings), options, label))
+    seen: dict[str, int] = {}
+    for i, request in enumerate(requests, 1):
+        if request.identity in seen:  # two tiles of one request would be one billed task, twice
+            raise SpecError(f"variants {seen[request.identity]} and {i} are the same request; "
+                            "list each value once", field="sweep", line=lines.of("sweep") or lines.of("variants"))
+        seen[request.identity] = i
     return Batch(tuple(requests), options)
 
 
@@ -166,12 +164,21 @@ class _LineParser(argparse.ArgumentParser):
         raise SpecError(f"{message} (options: --name NAME, --wait, --force, --dry-run, --yes)", field="magic line")
 
 
+# The one declaration of the magic line's options; `%%kling?` prints LINE_HELP, made from it.
 _LINE = _LineParser(prog="%%kling", add_help=False, allow_abbrev=False, exit_on_error=False)
-_LINE.add_argument("--name")
-_LINE.add_argument("--wait", action="store_true")
-_LINE.add_argument("--force", action="store_true")
-_LINE.add_argument("--dry-run", action="store_true")
-_LINE.add_argument("--yes", action="store_true")
+_LINE.add_argument("--name", metavar="NAME",
+                   help="keep the result in the variable NAME (a Generation, or a list for a sweep)")
+_LINE.add_argument("--wait", action="store_true",
+                   help="block until the video is ready (Ctrl-C stops the waiting, not the generation)")
+_LINE.add_argument("--force", action="store_true",
+                   help="generate again even if the journal already has this exact request (billed)")
+_LINE.add_argument("--dry-run", action="store_true",
+                   help="show the exact JSON body, the curl command (key redacted) and the billing class; send nothing")
+_LINE.add_argument("--yes", action="store_true",
+                   help="confirm a cell that starts more generations than KlingMagics.confirm_above (default 8)")
+LINE_HELP = "\n".join(
+    f"{' '.join(a.option_strings) + (' ' + a.metavar if a.metavar else ''):<14}{a.help}" for a in _LINE._actions
+)
 
 
 def parse_line(line: str) -> Options:
@@ -194,6 +201,16 @@ def split_cell(cell: str) -> tuple[str, int, str, int]:
     rows = cell.replace("\r\n", "\n").split("\n")
     marks = [i for i, row in enumerate(rows) if row.rstrip() == "---"]
     if not marks:
+        if _is_pasted_body(cell):  # a JSON body from the vendor's docs: all header
+            return cell, 1, "", 1
+        for i, row in enumerate(rows):
+            if row.strip():
+                key = _HEADER_KEY.match(row)
+                if key:
+                    raise SpecError(
+                        f"this cell has no `---` line, so `{key.group(1)}:` would be sent as part of the prompt; "
+                        "did you forget the `---` line after the header?", field="header", line=i + 1)
+                break
         return "", 1, *_trim(rows, 0)
     first_text = next((i for i, row in enumerate(rows) if row.strip()), None)
     if marks[0] == first_text and len(marks) > 1:  # front matter: --- header --- prompt
@@ -202,6 +219,21 @@ def split_cell(cell: str) -> tuple[str, int, str, int]:
     if marks[0] == first_text:  # a lone leading ---: no header
         return "", 1, *_trim(rows[marks[0] + 1 :], marks[0] + 1)
     return "\n".join(rows[: marks[0]]), 1, *_trim(rows[marks[0] + 1 :], marks[0] + 1)
+
+
+# A first line such as `mode: pro` or `duration: 10` in a cell without `---`.
+_HEADER_KEY = re.compile(r"^\s*(" + "|".join(map(re.escape, TOP_LEVEL + ("sweep", "variants"))) + r")\s*:(\s|$)")
+
+
+def _is_pasted_body(cell: str) -> bool:
+    text = cell.strip()
+    if not text.startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "prompt" in data
 
 
 def _trim(rows: list[str], offset: int) -> tuple[str, int]:

@@ -67,7 +67,8 @@ def labels(changed: list[dict]) -> list[dict]:
     for c in changed:
         keys.extend(k for k in c if k not in keys)
     varying = [k for k in keys if len({_key(c.get(k)) for c in changed}) > 1]
-    return [{k: _short(c.get(k)) for k in varying} for c in changed]
+    # A field a variant does not set is left out of its label (never "mode=None").
+    return [{k: _short(c[k]) for k in varying if k in c} for c in changed]
 
 
 def _check_size(count: int, lines) -> None:
