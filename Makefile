@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+SOURCES := kling_nb tests benchmarks scripts
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint package lab bench mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +16,28 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
 
-test: $(VENV)/.installed
+test: lint $(VENV)/.installed
 	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+	$(VENV)/bin/mypy
+
+# The wheel and sdist build, pass twine's checks, and the wheel imports in a fresh venv.
+package: $(VENV)/.installed
+	rm -rf dist build/package-venv
+	$(PY) -m build --outdir dist . >/dev/null
+	$(VENV)/bin/twine check --strict dist/*
+	$(PYTHON) -m venv build/package-venv
+	build/package-venv/bin/pip install -q dist/*.whl
+	cd build && package-venv/bin/python -c "import kling_nb, kling_nb.notebook.magics; print('wheel imports:', kling_nb.__version__)"
+
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks/
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) demo-output test-artifacts .pytest_cache
+	rm -rf $(VENV) demo-output test-artifacts .pytest_cache dist build

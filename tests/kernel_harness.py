@@ -36,8 +36,11 @@ def notebook(*cells: str | tuple[str, list[str]]) -> nbformat.NotebookNode:
     return nb
 
 
-def run(nb, folder: Path, env: dict[str, str], *, timeout: int = 120) -> nbformat.NotebookNode:
-    """Execute in a fresh kernel whose working directory is `folder`; save it there too."""
+def run(nb, folder: Path, env: dict[str, str], *, timeout: int = 120, setup=None) -> nbformat.NotebookNode:
+    """Execute in a fresh kernel whose working directory is `folder`; save it there too.
+    `setup(folder)` prepares the folder first (sample images, say)."""
+    if setup is not None:
+        setup(folder)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits the environment of the process starting it
     try:

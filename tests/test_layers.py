@@ -1,8 +1,8 @@
 """The layers a newcomer sees in the folders are the layers the imports follow.
 
     contract, errors        the shared vocabulary (no kling_nb imports)
-    cell/  service/  sim/   text -> request; HTTP; the simulator   (vocabulary only)
-    engine/                 lifecycle, journal, session            (cell, service, sim)
+    cell/ service/ media/ sim/   text -> request; HTTP; frames; the simulator   (vocabulary only)
+    engine/                 lifecycle, journal, session            (cell, service, media, sim)
     notebook/               IPython and ipywidgets                 (everything below it)
     kling_nb/__init__.py    the public API                         (anything)
 """
@@ -20,9 +20,10 @@ ALLOWED = {
     "cell": {"vocabulary"},
     "service": {"vocabulary"},
     "sim": {"vocabulary"},
-    "engine": {"vocabulary", "cell", "service", "sim"},
-    "notebook": {"vocabulary", "cell", "service", "engine"},
-    "api": {"vocabulary", "cell", "service", "engine", "notebook", "sim"},
+    "media": {"vocabulary"},
+    "engine": {"vocabulary", "cell", "service", "media", "sim"},
+    "notebook": {"vocabulary", "cell", "service", "media", "engine"},
+    "api": {"vocabulary", "cell", "service", "media", "engine", "notebook", "sim"},
 }
 FRONTEND_PACKAGES = ("IPython", "ipywidgets", "ipykernel", "comm", "traitlets")
 

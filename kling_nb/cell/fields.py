@@ -373,7 +373,8 @@ def _media(item: dict, key: str, where: tuple, name: str, line: int | None, base
     if size == 0:
         raise SpecError(f"{value} is empty", field=field, line=line)
     if size > MAX_IMAGE_BYTES:
-        raise SpecError(f"{value} is {size / 1048576:.1f} MB; the upload limit is 10 MB", field=field, line=line)
+        raise SpecError(f"{value} is {size:,} bytes; the upload limit is {MAX_IMAGE_BYTES:,} bytes (10 MiB)",
+                        field=field, line=line)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         head = f.read(64)

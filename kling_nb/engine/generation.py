@@ -11,9 +11,11 @@ Final states are completed, failed, unknown and detached: nothing more happens t
 Generation object (a re-run, `%kling resume` or `--force` makes a new one).
 
 One writer: the tracker is the only code that calls `Generation._transition`. A transition
-is applied atomically: the new immutable Snapshot is built from all of its fields, stored,
-and only then, still under the lock, is `done` set. Everyone else (the user, the widget, the
-renderer, `%kling wait`) reads Snapshots, so nobody ever sees `done` with stale fields.
+is applied atomically: the new immutable Snapshot is built from all of its fields and
+stored under the lock; listeners (the views, the cell's output) are told; only then is the
+waiters' event set. Everyone else (the user, the widget, the renderer, `%kling wait`) reads
+Snapshots, so nobody ever sees `done` with stale fields, and `wait()` returns after the
+final output was sent.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class Snapshot:
     expires_at: float | None = None
     thumbnail_url: str | None = None
     video_path: Path | None = None
+    poster_path: Path | None = None  # a small JPEG still beside the video
     error: KlingError | None = None
     origin: str = "new"  # new | reused | reattached | restarted: what this run did
     simulated: bool = False
@@ -157,7 +160,7 @@ class Generation:
     @property
     def done(self) -> bool:
         """True once nothing more will happen to this object (a final state)."""
-        return self._done.is_set()
+        return self._snap.done
 
     name = property(lambda self: self._snap.name)
     label = property(lambda self: self._snap.label)
@@ -208,9 +211,7 @@ class Generation:
             new = dataclasses.replace(old, status=status, version=old.version + 1, **fields)
             if new.done:
                 self._finished = self._clock()
-            self._snap = new
-            if new.done:
-                self._done.set()  # after every field: a waiter never sees `done` with old fields
+            self._snap = new  # every field at once
             listeners = list(self._listeners)
             snap = dataclasses.replace(new, elapsed_s=(self._finished or self._clock()) - self._started)
         for fn in listeners:
@@ -218,6 +219,9 @@ class Generation:
                 fn(snap)
             except Exception:  # a broken view must not stop tracking; but say so
                 log.exception("a kling_nb listener failed")
+        if new.done:
+            # Last: whoever waits wakes to final fields, and to outputs already told of them.
+            self._done.set()
         return snap
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..contract import DEFAULT_BASE_URL
 from ..errors import ConfigError, KlingError, SubmitUnknownError
+from ..media import frames
 from ..service.client import Client
 from ..service.secret import Secret
 from .generation import Generation, State
@@ -219,6 +220,7 @@ class Runtime:
             path = self.output_dir / record.video_path if record.video_path else None
             if path is not None and path.is_file() and not path.is_symlink():
                 tracker.settle(gen, State.COMPLETED, progress=100, video_path=path, task_id=record.task_id,
+                               poster_path=frames.ensure_poster(path),
                                url=record.url, expires_at=record.expires_at, body=record.body, origin="reused")
             elif record.url and not record.is_expired():
                 tracker.fetch(gen, backend or self.backend, record)

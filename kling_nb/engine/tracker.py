@@ -43,6 +43,7 @@ from ..errors import (
     QuotaError,
     SubmitUnknownError,
 )
+from ..media import frames
 from .generation import Generation, State, state_for_service
 from .schedule import PollSchedule
 
@@ -370,7 +371,7 @@ class Tracker:
             self._detach(entry, err)
             return
         b.journal.record_video(entry.record_id, str(path.relative_to(b.output_dir)), digest)
-        gen._transition(State.COMPLETED, progress=100, video_path=path)
+        gen._transition(State.COMPLETED, progress=100, video_path=path, poster_path=frames.ensure_poster(path))
 
     def _detach(self, entry: _Entry, err: KlingError) -> None:
         """Stop tracking, keep the task resumable: the journal keeps its status."""

@@ -23,6 +23,7 @@ import uuid
 from typing import Any
 
 from . import render
+from .frontends import Embedding, contact_sheet
 from ..engine.generation import Generation, Generations, Snapshot
 
 
@@ -64,8 +65,9 @@ class CellOutput:
     """The output of one `%%kling` cell (one generation or a grid of them)."""
 
     def __init__(self, gens: list[Generation], *, grid: bool = False, title: str = "",
-                 labels: list[dict] | None = None):
+                 labels: list[dict] | None = None, embedding: Embedding | None = None):
         self.gens = gens
+        self.embedding = embedding or Embedding.here()
         self.grid = grid
         self.title = title
         self.labels = labels  # tile labels for this output only (compare), else each gen's own
@@ -77,7 +79,7 @@ class CellOutput:
 
     @property
     def done(self) -> bool:
-        return all(g.done for g in self.gens)
+        return all(g.snapshot().done for g in self.gens)
 
     def snapshots(self) -> list[Snapshot]:
         snaps = [g.snapshot() for g in self.gens]
@@ -86,10 +88,11 @@ class CellOutput:
         return snaps
 
     def final_bundle(self) -> dict[str, str]:
-        snaps = self.snapshots()
+        items = [(s, self.embedding.media(s)) for s in self.snapshots()]
         if self.grid:
-            return render.grid_bundle(snaps, title=self.title)
-        return render.final_bundle(snaps[0])
+            still = contact_sheet([m.still if m else None for _, m in items], render.grid_columns(len(items)))
+            return render.grid_bundle(items, title=self.title, still=still)
+        return render.final_bundle(*items[0])
 
     def show(self) -> None:
         """Display the live view now and arrange for the final result to replace it."""
@@ -104,8 +107,8 @@ class CellOutput:
             from .widget import GenerationView, GridView
 
             self.parent = current_parent()
-            self.view = (GridView(self.gens, title=self.title, labels=self.labels) if self.grid
-                         else GenerationView(self.gens[0]))
+            self.view = (GridView(self.gens, title=self.title, labels=self.labels, embedding=self.embedding)
+                         if self.grid else GenerationView(self.gens[0], embedding=self.embedding))
             publish(self.view._repr_mimebundle_(), display_id=self.display_id, update=False)
         for g in self.gens:
             g.add_listener(self._changed)
@@ -135,12 +138,11 @@ class CellOutput:
 
 
 def _generation_bundle(gen: Generation, include=None, exclude=None) -> dict[str, str]:
-    s = gen.snapshot()
-    return {"text/plain": render.status_line(s), "text/html": render.generation_html(s)}
+    return CellOutput([gen]).final_bundle()
 
 
 def _generations_bundle(gens: Generations, include=None, exclude=None) -> dict[str, str]:
-    return render.grid_bundle([g.snapshot() for g in gens])
+    return CellOutput(list(gens), grid=True).final_bundle()
 
 
 def register_formatters(shell) -> None:

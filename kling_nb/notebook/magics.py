@@ -18,9 +18,10 @@ import os
 import shlex
 import sys
 import uuid
+from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Float, Int, List, Unicode, observe
+from traitlets import Enum, Float, Int, List, Unicode, observe
 
 from ..cell import spec
 from ..contract import MODEL, billing_class
@@ -30,6 +31,7 @@ from ..engine.session import Runtime
 from ..errors import SpecError
 from . import render
 from .display import CellOutput
+from .frontends import EMBED_MODES, Embedding, colab_key, frontend
 
 
 # The one declaration of the `%kling` commands: (name, positional arguments, help). The
@@ -45,10 +47,12 @@ _COMMANDS: list[tuple[str, list[tuple[str, dict]], str]] = [
     ("resume", [], "re-attach every in-flight task of the project after a restart"),
     ("login", [], "read an API key with getpass (kept in memory only)"),
     ("status", [], "where requests go (simulator or service) and the output folder"),
+    ("export", [("notebook", dict(metavar="NOTEBOOK.ipynb")), ("--embed", dict(action="store_true"))],
+     "write NOTEBOOK.html with every result (--embed: videos inside the page, one self-contained file)"),
     ("help", [], "this list"),
 ]
 LINE_COMMANDS = "\n".join(
-    f"%kling {(name + ' ' + ' '.join(kw['metavar'] for _, kw in args)).strip():<22} {help}"
+    f"%kling {(name + ' ' + ' '.join(kw.get('metavar', f'[{dest}]') for dest, kw in args)).strip():<32} {help}"
     for name, args, help in _COMMANDS
 )
 
@@ -84,10 +88,18 @@ class KlingMagics(Magics):
     allowed_models = List(Unicode(), default_value=[MODEL], help="Models a cell may name.").tag(config=True)
     workers = Int(8, help="HTTP worker threads for uploads, polls and downloads.").tag(config=True)
     sim_run_s = Float(4.0, help="How long a simulated generation runs (no key set).").tag(config=True)
+    embed = Enum(
+        list(EMBED_MODES), default_value="auto",
+        help="Embed finished videos in the notebook: auto (in Colab and VS Code, which cannot play a file "
+        "beside the notebook), always, or never.",
+    ).tag(config=True)
+    embed_max_mb = Float(20.0, help="Largest video embedded; above it the output keeps the still and a link.").tag(
+        config=True)
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
         self._runtime: Runtime | None = None
+        self._told_colab = False
 
     def _settings(self) -> dict:
         return dict(
@@ -108,8 +120,14 @@ class KlingMagics(Magics):
     def runtime(self) -> Runtime:
         """The kernel's one runtime (made on first use; reading it starts nothing)."""
         if self._runtime is None:
-            self._runtime = Runtime(workers=self.workers, **self._settings())
+            key = None if os.environ.get("TOAPIS_API_KEY") else colab_key()  # Colab keeps keys in Secrets
+            self._runtime = Runtime(workers=self.workers, api_key=key, **self._settings())
         return self._runtime
+
+    def _output(self, gens, **how) -> CellOutput:
+        output = CellOutput(gens, embedding=Embedding.here(self.embed, int(self.embed_max_mb * 1048576)), **how)
+        self.runtime.outputs.append(output)
+        return output
 
     # -- %%kling -----------------------------------------------------------------------
     @cell_magic("kling")
@@ -139,9 +157,12 @@ class KlingMagics(Magics):
                 )
         run_id = uuid.uuid4().hex
         gens = Generations(runtime.run(r, name=opts.name, force=opts.force, run_id=run_id) for r in batch.requests)
-        output = CellOutput(gens, grid=count > 1, title=opts.name or "")
-        runtime.outputs.append(output)
+        output = self._output(gens, grid=count > 1, title=opts.name or "")
         output.show()
+        if not opts.wait and frontend() == "colab" and not self._told_colab:
+            self._told_colab = True
+            print("Colab does not show updates sent from background threads: the result appears when you run "
+                  "`%kling wait` (or add --wait to the cell).")
         if opts.name:
             self.shell.user_ns[opts.name] = gens if count > 1 else gens[0]
         if opts.wait:
@@ -222,13 +243,19 @@ class KlingMagics(Magics):
                 raise SpecError(f"no generation named {args.entry!r} in this session or the journal")
         self._show(Generations(gens), grid=len(gens) > 1, title=args.entry)
 
+    def _cmd_export(self, args):
+        from .export import export, plan
+
+        if args.embed:
+            sizes = plan(Path(args.notebook))
+            print(f"embedding {len(sizes)} file(s), {sum(sizes.values()) / 1048576:.1f} MiB before base64")
+        print(export(args.notebook, embed=args.embed).report)
+
     def _cmd_compare(self, args):
-        show_compare(self.runtime, args.names)
+        show_compare(self.runtime, args.names, embedding=Embedding.here(self.embed, int(self.embed_max_mb * 1048576)))
 
     def _show(self, gens: Generations, **how) -> None:
-        output = CellOutput(gens, **how)
-        self.runtime.outputs.append(output)
-        output.show()
+        self._output(gens, **how).show()
 
 
 CELL_HELP = f"""Generate a video with kling-video-o1: %%kling [options], then an optional YAML
@@ -260,7 +287,7 @@ KlingMagics.kling.__doc__ = CELL_HELP
 KlingMagics.kling_line.__doc__ = "Session commands for kling_nb:\n" + LINE_COMMANDS
 
 
-def show_compare(runtime: Runtime, names: list[str]) -> Generations:
+def show_compare(runtime: Runtime, names: list[str], *, embedding: Embedding | None = None) -> Generations:
     """Named generations (this session or the journal) side by side in one grid, each tile
     labelled with its name and, for a sweep, what set it apart."""
     gens, labels = Generations(), []
@@ -270,7 +297,7 @@ def show_compare(runtime: Runtime, names: list[str]) -> Generations:
             raise SpecError(f"no generation named {name!r} in this session or the journal", field="compare")
         gens.extend(found)
         labels.extend({"name": name, **g.label} for g in found)
-    output = CellOutput(gens, grid=True, title="compare: " + " · ".join(names), labels=labels)
+    output = CellOutput(gens, grid=True, title="compare: " + " · ".join(names), labels=labels, embedding=embedding)
     runtime.outputs.append(output)
     output.show()
     return gens

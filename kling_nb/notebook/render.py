@@ -3,7 +3,13 @@ widgets, no IPython. Every piece of user or server text is escaped here, once.
 
 The saved output of a cell is built here: a plain text/html `<video>` whose src is relative
 to the notebook, so it plays in JupyterLab, after reopening without a kernel and in
-nbconvert HTML (docs/design-notes.md section 2), with a link and a text fallback.
+nbconvert HTML (docs/design-notes.md section 2), with a link and a text fallback. Viewers
+that cannot play it (GitHub, PDF, PyCharm, a strict content policy) get the poster still:
+as the `<video>` poster, as an `<img>` inside it (shown where `<video>` is stripped) and as
+the bundle's image/jpeg entry.
+
+Colours come from JupyterLab's theme variables, with light fallbacks for static HTML, so
+captions stay readable (WCAG AA) in the light and the dark theme.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,6 +31,13 @@ SIMULATED_NOTE = (
     "Set TOAPIS_API_KEY (or run %kling login) to use the real service."
 )
 
+# Theme-aware colours: JupyterLab's CSS variables, with fallbacks for static HTML.
+TEXT = "var(--jp-ui-font-color1, #1f2328)"
+MUTED = "var(--jp-ui-font-color2, #57606a)"
+WARN = "var(--jp-warn-color0, #9a6700)"
+ERROR = "var(--jp-error-color1, #cf222e)"
+BORDER = "var(--jp-border-color1, #8c959f)"
+
 BADGE_COLOURS = {
     "completed": "#1a7f37",
     "failed": "#cf222e",
@@ -31,6 +45,16 @@ BADGE_COLOURS = {
     "downloading": "#0969da",
     "unknown": "#9a6700",
 }
+
+
+@dataclass(frozen=True)
+class Media:
+    """How a finished video is referenced in an output (chosen by the notebook's frontend)."""
+
+    src: str  # relative to the notebook, or a data: URI when embedded
+    poster: str | None = None  # the still's path relative to the notebook
+    still: str | None = None  # the still as base64 JPEG, carried inside the output
+    note: str = ""  # why the video is not embedded where it should have been
 
 
 def video_src(s: Snapshot) -> str | None:
@@ -102,8 +126,8 @@ def status_line(s: Snapshot) -> str:
 def badge_html(status: str) -> str:
     colour = BADGE_COLOURS.get(status, "#6e7781")
     return (
-        f'<span class="kling-badge" style="background:{colour};color:#fff;border-radius:10px;'
-        f'padding:1px 8px;font-size:12px">{html.escape(status.replace("_", " "))}</span>'
+        f'<span class="kling-badge" style="background:{colour};color:#fff;border-radius:10px;white-space:nowrap;'
+        f'display:inline-block;padding:1px 8px;font-size:12px">{html.escape(status.replace("_", " "))}</span>'
     )
 
 
@@ -112,12 +136,12 @@ def header_html(s: Snapshot) -> str:
     name = f"<b>{html.escape(s.name)}</b> · " if s.name else ""
     lab = f"<i>{html.escape(label_text(s.label))}</i> · " if s.label else ""
     sim = (
-        f'<div class="kling-sim" style="color:#9a6700;font-size:12px">{html.escape(SIMULATED_NOTE)}</div>'
+        f'<div class="kling-sim" style="color:{WARN};font-size:12px">{html.escape(SIMULATED_NOTE)}</div>'
         if s.simulated
         else ""
     )
     return (
-        f'<div class="kling-header">{name}{lab}<span style="color:#57606a">{html.escape(params_text(s.body))}</span>'
+        f'<div class="kling-header">{name}{lab}<span style="color:{MUTED}">{html.escape(params_text(s.body))}</span>'
         f'<div class="kling-prompt" style="white-space:pre-wrap">{html.escape(s.prompt)}</div>{sim}</div>'
     )
 
@@ -132,7 +156,7 @@ def live_card_html(s: Snapshot, *, compact: bool = False) -> str:
     task = f" · task {html.escape(s.task_id)}" if s.task_id else ""
     origin = ORIGIN_TEXT.get(s.origin, "")
     error = (
-        f'<div class="kling-error" style="color:#cf222e">{html.escape(error_text(s))}</div>' if error_text(s) else ""
+        f'<div class="kling-error" style="color:{ERROR}">{html.escape(error_text(s))}</div>' if error_text(s) else ""
     )
     return (
         f'<div class="kling-card" data-status="{html.escape(s.status, quote=True)}">{head}'
@@ -140,8 +164,9 @@ def live_card_html(s: Snapshot, *, compact: bool = False) -> str:
         f'<progress class="kling-progress" max="100" value="{s.progress}" style="width:{120 if compact else 220}px">'
         f"{s.progress}%</progress><span>{s.progress}%</span>"
         f'<span class="kling-elapsed">{elapsed_text(s.elapsed_s)}</span>'
-        f'<span style="color:#57606a">{task}</span></div>'
-        f'{f"<div style=font-size:12px;color:#57606a>{html.escape(origin)}</div>" if origin else ""}{error}</div>'
+        f'<span style="color:{MUTED}">{task}</span>'
+        f'{f"<span>waiting for {html.escape(s.waiting_for)}</span>" if s.waiting_for else ""}</div>'
+        f'{f"""<div style="font-size:12px;color:{MUTED}">{html.escape(origin)}</div>""" if origin else ""}{error}</div>'
     )
 
 
@@ -150,30 +175,38 @@ def grid_columns(count: int) -> int:
     return 2 if count == 4 else max(1, min(count, 3))
 
 
-def video_html(s: Snapshot, *, width: int = 480, caption: bool = True) -> str:
-    """The final saved output of a finished generation: a relative <video>, a caption, a link."""
-    src = html.escape(video_src(s) or "", quote=True)
+def video_tag(media: Media, *, attrs: str, style: str) -> str:
+    """A <video> with its still: as poster where a player shows, as an <img> inside it where a
+    sanitizer strips <video> (the <img> is not drawn where the video plays), and a link."""
+    src = html.escape(media.src, quote=True)
+    poster = f' poster="{html.escape(media.poster, quote=True)}"' if media.poster else ""
+    still = (f'<img src="data:image/jpeg;base64,{media.still}" alt="still of the video" style="{style}">'
+             if media.still else "")
+    link = "" if media.src.startswith("data:") else f'<br><a href="{src}">{src}</a>'
+    return f'<video src="{src}"{poster} {attrs} style="{style}">{still}{link}</video>'
+
+
+def video_html(s: Snapshot, media: Media, *, width: int = 480, caption: bool = True) -> str:
+    """The final saved output of a finished generation: the video, its still, a caption, a link."""
+    link = "" if media.src.startswith("data:") else media.src
     text = " · ".join(
         x
         for x in (
             f"<b>{html.escape(s.name)}</b>" if s.name else "",
             html.escape(_excerpt(s.prompt)),
             html.escape(params_text(s.body)),
-            f'<a href="{src}" download>{html.escape(video_src(s) or "")}</a>',
+            f'<a href="{html.escape(link, quote=True)}" download>{html.escape(link)}</a>' if link else "",
             f"task {html.escape(s.task_id)}" if s.task_id else "",
             html.escape(ORIGIN_TEXT.get(s.origin, "")),
+            html.escape(media.note),
             "simulated" if s.simulated else "",
         )
         if x
     )
-    return (
-        f'<div class="kling-result">'
-        f'<video src="{src}" controls loop muted playsinline preload="metadata" '
-        f'style="max-width:100%;width:{width}px;display:block">'
-        f'Your viewer does not play video here: <a href="{src}">{src}</a></video>'
-        f'{f"""<div class="kling-caption" style="font-size:12px;color:#57606a">{text}</div>""" if caption else ""}'
-        f"</div>"
-    )
+    video = video_tag(media, attrs="controls loop muted playsinline preload=\"metadata\"",
+                      style=f"max-width:100%;width:{width}px;display:block")
+    caption_html = f'<div class="kling-caption" style="font-size:12px;color:{TEXT}">{text}</div>' if caption else ""
+    return f'<div class="kling-result">{video}{caption_html}</div>'
 
 
 def failure_html(s: Snapshot) -> str:
@@ -181,18 +214,18 @@ def failure_html(s: Snapshot) -> str:
     code and message as text, never as markup."""
     title = html.escape(s.name or "kling")
     return (
-        f'<div class="kling-error" style="border-left:3px solid #cf222e;padding:4px 8px">'
+        f'<div class="kling-error" style="border-left:3px solid {ERROR};padding:4px 8px;color:{TEXT}">'
         f"<b>{title}</b>: {badge_html(s.status)} {html.escape(error_text(s) or '')}"
-        f'<div style="font-size:12px;color:#57606a">{html.escape(_excerpt(s.prompt))} · '
+        f'<div style="font-size:12px;color:{MUTED}">{html.escape(_excerpt(s.prompt))} · '
         f"{html.escape(params_text(s.body))}{' · task ' + html.escape(s.task_id) if s.task_id else ''}</div></div>"
     )
 
 
-def generation_html(s: Snapshot) -> str:
+def generation_html(s: Snapshot, media: Media | None = None) -> str:
     """Whatever is most useful now: the video, the error, or a status card."""
-    if video_src(s) and s.status == "completed":
-        return video_html(s)
-    if error_text(s):
+    if media is not None and s.status == "completed":
+        return video_html(s, media)
+    if error_text(s) or s.status in ("failed", "unknown", "detached"):
         return failure_html(s)
     return (
         f'<div class="kling-pending">{header_html(s)}{badge_html(s.status)} {s.progress}% · '
@@ -200,68 +233,80 @@ def generation_html(s: Snapshot) -> str:
     )
 
 
-def final_bundle(s: Snapshot) -> dict[str, str]:
-    """The mime bundle a cell is left with: text/html plus its text/plain fallback."""
-    return {"text/html": generation_html(s), "text/plain": status_line(s)}
+def final_bundle(s: Snapshot, media: Media | None = None) -> dict[str, str]:
+    """The mime bundle a cell is left with: text/html, the still (image/jpeg) for viewers that
+    show images rather than HTML video, and the text/plain fallback."""
+    bundle = {"text/html": generation_html(s, media), "text/plain": status_line(s)}
+    if media is not None and media.still:
+        bundle["image/jpeg"] = media.still
+    return bundle
 
 
-def grid_html(snaps: list[Snapshot], *, columns: int | None = None, title: str = "") -> str:
+def grid_html(items: list[tuple[Snapshot, Media | None]], *, columns: int | None = None, title: str = "") -> str:
     """A labelled grid of videos with play/pause/seek/loop controls that drive every tile
-    together. The controls need scripts, so they start hidden and the script reveals them:
-    a reopened, untrusted notebook shows a plain static grid instead of dead buttons."""
-    cols = columns or grid_columns(len(snaps))
+    together. The script builds the controls: where scripts do not run (an untrusted notebook,
+    GitHub, a sanitizer) there are no dead buttons, just the grid of videos and stills."""
+    cols = columns or grid_columns(len(items))
     grid_id = f"kling-grid-{uuid.uuid4().hex[:12]}"
     tiles = []
-    for s in snaps:
+    for s, media in items:
         label = html.escape(label_text(s.label) or s.name or _excerpt(s.prompt, 40))
-        if video_src(s) and s.status == "completed":
-            src = html.escape(video_src(s), quote=True)
+        if media is not None and s.status == "completed":
+            body = video_tag(media, attrs='muted playsinline preload="auto" controls',
+                             style="width:100%;display:block")
+        elif error_text(s) or s.done:
             body = (
-                f'<video src="{src}" muted loop playsinline preload="auto" controls '
-                f'style="width:100%;display:block">Video: <a href="{src}">{src}</a></video>'
-            )
-        elif error_text(s):
-            body = (
-                f'<div class="kling-error" style="padding:8px;border:1px solid #cf222e">'
-                f"✗ {html.escape(error_text(s))}</div>"
+                f'<div class="kling-error" style="padding:8px;border:1px solid {ERROR};color:{TEXT}">'
+                f"✗ {html.escape(s.status)}: {html.escape(error_text(s) or '')}</div>"
             )
         else:
-            body = f'<div style="padding:8px;border:1px dashed #8c959f">{html.escape(s.status)} {s.progress}%</div>'
+            body = f'<div style="padding:8px;border:1px dashed {BORDER}">{html.escape(s.status)} {s.progress}%</div>'
         tiles.append(
             f'<figure class="kling-tile" style="margin:0">{body}'
-            f'<figcaption style="font-size:12px;text-align:center">{label}</figcaption></figure>'
+            f'<figcaption style="font-size:12px;text-align:center;color:{TEXT}">{label}</figcaption></figure>'
         )
-    heading = f'<div style="font-weight:bold">{html.escape(title)}</div>' if title else ""
-    sim = any(s.simulated for s in snaps)
-    note = f'<div style="color:#9a6700;font-size:12px">{html.escape(SIMULATED_NOTE)}</div>' if sim else ""
+    heading = f'<div style="font-weight:bold;color:{TEXT}">{html.escape(title)}</div>' if title else ""
+    sim = any(s.simulated for s, _ in items)
+    note = f'<div style="color:{WARN};font-size:12px">{html.escape(SIMULATED_NOTE)}</div>' if sim else ""
     return (
-        f'<div class="kling-grid" id="{grid_id}">{heading}'
-        f'<div class="kling-grid-controls" hidden style="margin:4px 0">'
-        f'<button data-act="play">▶ Play all</button> <button data-act="pause">❚❚ Pause all</button> '
-        f'<input data-act="seek" type="range" min="0" max="1000" value="0" style="width:200px"> '
-        f'<label><input data-act="loop" type="checkbox" checked> loop</label></div>'
-        f'<div style="display:grid;grid-template-columns:repeat({cols},minmax(0,1fr));gap:8px">'
-        f"{''.join(tiles)}</div>{note}"
+        f'<div class="kling-grid" id="{grid_id}">{heading}{note}'
+        f'<div class="kling-grid-tiles" style="display:grid;grid-template-columns:repeat({cols},minmax(0,1fr));'
+        f'gap:8px">{"".join(tiles)}</div>'
         f"<script>{_LOCKSTEP_JS % json.dumps(grid_id)}</script></div>"
     )
 
 
-# Plays every video of one grid together. The first video leads; followers that drift more
-# than 0.1 s from it are pulled back, so motion can be compared frame by frame.
+# Plays every video of one grid together. The longest clip leads and sets the loop: shorter
+# clips follow its clock while it is within their length, then hold their last frame until
+# the longest ends and all start again. The seek bar spans the longest clip. The controls
+# are made here, so nothing dead shows where this script does not run.
 _LOCKSTEP_JS = """(function(){
 var root=document.getElementById(%s); if(!root) return;
-var vids=Array.prototype.slice.call(root.querySelectorAll('video'));
-var bar=root.querySelector('.kling-grid-controls'); if(!vids.length||!bar) return;
-bar.hidden=false; var lead=vids[0];
+var vids=Array.prototype.slice.call(root.querySelectorAll('video')); if(!vids.length) return;
+var bar=document.createElement('div'); bar.className='kling-grid-controls'; bar.style.margin='4px 0';
+bar.innerHTML='<button data-act="play">\u25b6 Play all</button> <button data-act="pause">\u275a\u275a Pause all</button> '+
+ '<input data-act="seek" type="range" min="0" max="1000" value="0" style="width:200px"> '+
+ '<label><input data-act="loop" type="checkbox" checked> loop</label>';
+root.insertBefore(bar, root.querySelector('.kling-grid-tiles'));
+var looping=true;
 function each(f){vids.forEach(f);}
-function sync(){each(function(v){if(v!==lead&&Math.abs(v.currentTime-lead.currentTime)>0.1){v.currentTime=lead.currentTime;}});}
-bar.querySelector('[data-act=play]').onclick=function(){sync();each(function(v){v.muted=true;v.play();});};
-bar.querySelector('[data-act=pause]').onclick=function(){each(function(v){v.pause();});sync();};
+function lead(){var best=vids[0];each(function(v){if((v.duration||0)>(best.duration||0)){best=v;}});return best;}
+function place(v,t){var end=(v.duration||0)-0.05; v.currentTime=Math.max(0,Math.min(t,end));}
+function sync(){var l=lead(),t=l.currentTime;each(function(v){if(v===l){return;}
+ if(v.duration&&t>=v.duration-0.05){if(!v.paused){v.pause();}place(v,t);}
+ else{if(Math.abs(v.currentTime-t)>0.1){v.currentTime=t;}if(!l.paused&&v.paused){v.play();}}});}
+function play(){sync();each(function(v){v.loop=false;v.muted=true;if(!(v.duration&&v.currentTime>=v.duration-0.05)){v.play();}});}
+function pause(){each(function(v){v.pause();});sync();}
+bar.querySelector('[data-act=play]').onclick=play;
+bar.querySelector('[data-act=pause]').onclick=pause;
 var seek=bar.querySelector('[data-act=seek]');
-seek.oninput=function(){each(function(v){if(v.duration){v.currentTime=v.duration*seek.value/1000;}});};
-bar.querySelector('[data-act=loop]').onchange=function(e){each(function(v){v.loop=e.target.checked;});};
-lead.addEventListener('timeupdate',function(){if(lead.duration){seek.value=Math.round(1000*lead.currentTime/lead.duration);}if(!lead.paused){sync();}});
-root.kling={videos:vids,play:bar.querySelector('[data-act=play]').onclick,pause:bar.querySelector('[data-act=pause]').onclick};
+seek.oninput=function(){var l=lead();if(l.duration){var t=l.duration*seek.value/1000;each(function(v){place(v,t);});}};
+bar.querySelector('[data-act=loop]').onchange=function(e){looping=e.target.checked;};
+each(function(v){v.loop=false;
+ v.addEventListener('timeupdate',function(){var l=lead();if(v!==l){return;}
+  if(l.duration){seek.value=Math.round(1000*l.currentTime/l.duration);}if(!l.paused){sync();}});
+ v.addEventListener('ended',function(){if(v===lead()&&looping){each(function(x){x.currentTime=0;});play();}});});
+root.kling={videos:vids,play:play,pause:pause,lead:lead};
 })();"""
 
 
@@ -269,15 +314,20 @@ def grid_text(snaps: list[Snapshot]) -> str:
     return "\n".join(status_line(s) for s in snaps)
 
 
-def grid_bundle(snaps: list[Snapshot], *, title: str = "") -> dict[str, str]:
-    return {"text/html": grid_html(snaps, title=title), "text/plain": grid_text(snaps)}
+def grid_bundle(items: list[tuple[Snapshot, Media | None]], *, title: str = "", still: str | None = None) -> dict[str, str]:
+    bundle = {"text/html": grid_html(items, title=title), "text/plain": grid_text([s for s, _ in items])}
+    if still:
+        bundle["image/jpeg"] = still
+    return bundle
 
 
 def dry_run_text(request, base_url: str, *, simulated: bool = False) -> str:
     """What a person checks before paying: the exact body, the curl command, the bill."""
     uploads = ""
     if request.uploads:
-        lines = [f"  {'.'.join(map(str, u.where))}: {u.path} ({u.mime}, {u.size} bytes)" for u in request.uploads]
+        # Paths relative to the notebook: a saved output never shows this machine's folders.
+        lines = [f"  {'.'.join(map(str, u.where))}: {os.path.relpath(u.path)} ({u.mime}, {u.size:,} bytes)"
+                 for u in request.uploads]
         uploads = "Local files uploaded first (their URLs replace the paths):\n" + "\n".join(lines) + "\n"
     warnings = "".join(f"warning: {w}\n" for w in request.warnings)
     return (

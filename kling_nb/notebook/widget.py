@@ -22,14 +22,17 @@ import weakref
 import ipywidgets as w
 
 from . import render
+from .frontends import Embedding
 from ..engine.generation import Generation, Snapshot
 
 MIN_REFRESH_S = 0.1
 
 
 class GenerationView:
-    def __init__(self, gen: Generation, *, compact: bool = False, label: dict | None = None):
+    def __init__(self, gen: Generation, *, compact: bool = False, label: dict | None = None,
+                 embedding: Embedding | None = None):
         self.gen = gen
+        self.embedding = embedding or Embedding.here()
         self.compact = compact
         self.label = label  # this view's tile label (compare), else the generation's own
         self.out = w.Output(layout=_shared_layout())
@@ -59,8 +62,9 @@ class GenerationView:
             if self.label is not None:
                 s = dataclasses.replace(s, label=self.label)
             html = render.live_card_html(s, compact=self.compact)
-            if s.video_path and s.status == "completed":
-                html += render.video_html(s, width=320 if self.compact else 480, caption=False)
+            media = self.embedding.media(s)
+            if media is not None:
+                html += render.video_html(s, media, width=320 if self.compact else 480, caption=False)
             self.out.outputs = (
                 {"output_type": "display_data", "data": {"text/html": html, "text/plain": render.status_line(s)},
                  "metadata": {}},
@@ -80,18 +84,20 @@ class GenerationView:
 class GridView:
     """One tile per variant, labelled with what differs; each fills in as its video lands."""
 
-    def __init__(self, gens: list[Generation], *, title: str = "", labels: list[dict] | None = None):
-        self.tiles = [GenerationView(g, compact=True, label=labels[i] if labels else None)
+    def __init__(self, gens: list[Generation], *, title: str = "", labels: list[dict] | None = None,
+                 embedding: Embedding | None = None):
+        self.tiles = [GenerationView(g, compact=True, label=labels[i] if labels else None, embedding=embedding)
                       for i, g in enumerate(gens)]
         cols = render.grid_columns(len(gens))
         note = render.SIMULATED_NOTE if any(g.simulated for g in gens) else ""
         heading = f"<b>{render.html.escape(title)}</b>" + (
-            f'<div style="color:#9a6700;font-size:12px">{render.html.escape(note)}</div>' if note else "")
-        self.box = w.GridBox(
-            [w.HTML(heading)] + [t.out for t in self.tiles],
+            f'<div style="color:{render.WARN};font-size:12px">{render.html.escape(note)}</div>' if note else "")
+        # The title and note above the grid, not in its first cell: tiles keep their grid.
+        grid = w.GridBox(
+            [t.out for t in self.tiles],
             layout=w.Layout(grid_template_columns=f"repeat({cols}, minmax(0, 1fr))", grid_gap="8px"),
         )
-        self.box.children[0].layout.grid_column = "1 / -1"  # the heading spans the row
+        self.box = w.VBox([w.HTML(heading), grid])
 
     def retire(self) -> None:
         for t in self.tiles:
