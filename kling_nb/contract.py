@@ -1,10 +1,12 @@
 """The remote API's rules as data: one place that the parser, the client and the simulator
-all read, so the three cannot drift apart (source: shared/API-CONTRACT.md and the seed page).
+all read, so the three cannot drift apart (source: docs/api-contract.md, from the vendor's pages).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from urllib.parse import urlsplit
 
 MODEL = "kling-video-o1"
 DEFAULT_BASE_URL = "https://toapis.com"
@@ -77,5 +79,34 @@ def billing_class(body: dict) -> str:
 
 
 def is_loopback_host(host: str | None) -> bool:
-    host = (host or "").strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """True only for a loopback IP address (127.0.0.0/8, ::1) or exactly `localhost`.
+    A name that merely starts like one (`127.attacker.example`, `localhost.evil.com`) is not."""
+    host = (host or "").strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_scheme(url: object) -> str:
+    """A URL's scheme in lower case (schemes are case-insensitive), or '' if it has none."""
+    if not isinstance(url, str):
+        return ""
+    try:
+        return urlsplit(url.strip()).scheme.lower()
+    except ValueError:
+        return ""
+
+
+def is_http_url(url: object) -> bool:
+    """An http(s) URL with a host, whatever the case of its scheme."""
+    if not isinstance(url, str) or url_scheme(url) not in ("http", "https"):
+        return False
+    try:
+        return bool(urlsplit(url.strip()).hostname)
+    except ValueError:
+        return False

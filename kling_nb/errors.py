@@ -11,6 +11,8 @@
     │   ├── RateLimitError        429: too many requests (retry_after)
     │   └── ServerError           5xx: the service failed
     ├── TransportError            no usable answer (connection dropped, timeout, bad JSON)
+    ├── NotSentError              a request could not be sent at all (e.g. a body that is not
+    │                             valid JSON); nothing left the kernel, nothing was billed
     ├── SubmitUnknownError        a submit may or may not have been accepted (and billed);
     │                             it is never resent automatically
     ├── GenerationFailed          the task ended `failed` (code, message from the service)
@@ -18,8 +20,10 @@
     │   └── ExpiredError          the result URL has expired and no local copy exists
     └── DeadlineError             the client stopped waiting; the generation goes on
 
-The magic turns any KlingError into one short message without a traceback. Messages are
-built from what the service and the user said; the API key is never part of one.
+A KlingError shows in IPython and Jupyter as one short line without a traceback, through
+IPython's `_render_traceback_` protocol: no exception handler is replaced, and neither
+`%xmode Verbose` nor `%tb` prints a frame or a local variable of kling_nb. Messages are built
+from what the service and the user said; the API key is never part of one.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "TransportError",
+    "NotSentError",
     "SubmitUnknownError",
     "GenerationFailed",
     "DownloadError",
@@ -53,6 +58,9 @@ class KlingError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self.message}"]
 
 
 class SpecError(KlingError):
@@ -124,6 +132,10 @@ class ServerError(APIError):
 
 class TransportError(KlingError):
     """No usable answer: the connection failed or timed out, or the reply was not JSON."""
+
+
+class NotSentError(KlingError):
+    """The request failed before it left: nothing reached the service, so nothing was billed."""
 
 
 class SubmitUnknownError(KlingError):

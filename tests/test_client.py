@@ -31,6 +31,8 @@ from kling_nb.errors import (
 )
 from kling_nb.sim import Faults, SimConfig, Simulator
 
+from .hostile_server import tiny_mp4
+
 SECRET = "sk-SECRET-123"
 BODY = {"model": "kling-video-o1", "prompt": "A kite"}
 
@@ -141,9 +143,12 @@ def test_submit_after_possible_acceptance_is_not_retried(client, sim, kind):
 
 def test_submit_rate_limited_is_retried_because_it_was_refused(client, sim):
     sim.set_faults(Faults(rate=0.5, kinds=("429",), seed=1, retry_after=0.01))
-    client.submit(BODY)
+    task = client.submit(BODY)
     assert sim.count("submit") == 1
-    assert len([e for e in sim.log if e["kind"] == "submit"]) >= 1
+    # seed 1 refuses the first two POSTs: each refusal was resent, and the third was accepted
+    submits = [e for e in sim.log if e["kind"] == "submit"]
+    assert [(e["status"], e["fault"]) for e in submits] == [(429, "429"), (429, "429"), (200, None)]
+    assert submits[-1]["task_id"] == task.id
 
 
 def test_submit_read_timeout_is_unknown(sim):
@@ -158,7 +163,7 @@ def test_truncated_download_is_retried_and_never_left_partial(client, sim, tmp_p
     sim.set_faults(Faults(rate=0.5, kinds=("truncate",), seed=4))  # seed 4: first try cut, second whole
     path = client.download(done.url, tmp_path / "v.mp4")
     assert path.read_bytes()[4:8] == b"ftyp"
-    assert any(e["fault"] == "truncate" for e in sim.log)
+    assert [e["fault"] for e in sim.log if e["kind"] == "download"] == ["truncate", None]  # cut once, fetched again
     sim.set_faults(Faults(rate=1.0, kinds=("truncate",)))
     with pytest.raises(DownloadError):
         client.download(done.url, tmp_path / "w.mp4")
@@ -219,8 +224,9 @@ def test_retry_after_is_honoured_and_backoff_capped():
         [(429, {"error": {"message": "slow down"}}, {"Retry-After": "5"}), (503, {}, {}), (502, {}, {}),
          (200, TASK, {})], sleeps)
     assert client.status("video_1").status == "queued"
-    assert len(adapter.requests) == 4
-    assert sleeps[0] >= 5 and all(0 <= s <= 8 for s in sleeps)
+    assert len(adapter.requests) == 4 and len(sleeps) == 3
+    assert sleeps[0] == 5  # Retry-After beats the (smaller) jittered backoff of the first retry
+    assert all(0 <= s <= 8 for s in sleeps)
 
 
 def test_status_gives_up_after_max_retries():
@@ -256,8 +262,8 @@ def test_every_unknown_submit_outcome_is_sent_once(failure):
 def test_rate_limited_submit_is_retried():
     sleeps = []
     client, adapter = scripted_client([(429, {}, {"Retry-After": "1"}), (200, TASK, {})], sleeps)
-    client.submit(BODY)
-    assert len(adapter.requests) == 2 and sleeps[0] >= 1
+    assert client.submit(BODY).id == "video_1"
+    assert len(adapter.requests) == 2 and sleeps == [1]  # one wait, exactly the Retry-After
 
 
 def test_non_json_error_page_becomes_a_short_message():
@@ -272,7 +278,8 @@ def test_key_goes_only_to_the_api_host():
     client.status("video_1")
     assert adapter.requests[0].headers["Authorization"] == f"Bearer {SECRET}"
     session = requests.Session()
-    cdn = Scripted([(200, b"\0\0\0\x18ftypisom" + b"\0" * 64, {"Content-Length": "76"})])
+    video = tiny_mp4()  # a real clip: a signature followed by zeros is no longer taken for a video
+    cdn = Scripted([(200, video, {"Content-Length": str(len(video))})])
     session.mount("https://", cdn)
     client = Client("https://api.example", SECRET, session=session)
     try:

@@ -18,6 +18,8 @@ from kling_nb.engine.session import Runtime
 from kling_nb.engine.schedule import PollSchedule
 from kling_nb.cell.spec import from_fields
 
+from .hostile_server import tiny_mp4
+
 EVIL_HTML = '<img src=x onerror="alert(1)">'
 
 
@@ -32,7 +34,7 @@ def files(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("name, reason", [("big.jpg", "10 MB"), ("text.png", "not an image"),
+@pytest.mark.parametrize("name, reason", [("big.jpg", r"11,534,339 bytes; the upload limit is 10,485,760 bytes"), ("text.png", "not an image"),
                                           ("zero.png", "empty"), ("movie.png", "is a video")])
 def test_hostile_files_are_refused_before_sending(files, name, reason):
     with pytest.raises(SpecError, match=reason):
@@ -97,7 +99,7 @@ class Hostile(BaseHTTPRequestHandler):
             return self.send(302, b"", headers=[("Location", "file:///etc/passwd")])
         if self.path == "/media/page.html":
             return self.send(200, b"<html>" + b"x" * 200 + b"</html>", "text/html")
-        return self.send(200, b"\0\0\0\x18ftypisom" + b"\0" * 2000, "video/mp4")
+        return self.send(200, tiny_mp4(), "video/mp4")  # a real clip: the client plays what it keeps
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -204,8 +203,25 @@ def test_two_processes_never_both_submit_and_lose_no_rows(tmp_path):
         db.close()
 
 
-def test_elapsed_in_record_times(journal):
+def test_elapsed_in_record_times(journal, tmp_path):
     before = time.time()
     _, rec = journal.begin("id1", BODY)
-    assert before <= rec.created_at <= time.time()
-    assert Path(journal.path).name == "journal.sqlite"
+    assert before <= rec.created_at <= time.time()  # stamped from the wall clock by default
+
+    now = [1000.0]
+    j = Journal(tmp_path / "clocked.sqlite", clock=lambda: now[0])
+    try:
+        _, rec = j.begin("id1", BODY)
+        now[0] = 1004.5
+        j.record_status(rec.id, status("queued"))
+        now[0] = 1012.0
+        j.record_status(rec.id, status("in_progress", 40))
+        now[0] = 1030.0
+        j.record_status(rec.id, status("in_progress", 40))  # a poll that changed nothing writes nothing
+        got = j.get(rec.id)
+        events = j.events(rec.id)
+    finally:
+        j.close()
+    assert (rec.created_at, rec.updated_at) == (1000.0, 1000.0)
+    assert got.created_at == 1000.0 and got.updated_at - got.created_at == 12.0
+    assert [(at, s) for at, s, _ in events] == [(1000.0, "submitting"), (1004.5, "queued"), (1012.0, "in_progress")]

@@ -9,7 +9,10 @@ S = PollSchedule(first_s=5, interval_s=10, min_s=0.5, margin_s=0.15, max_s=30)
 
 
 def test_first_look_follows_the_vendor():
-    assert S.next_delay([]) == (5, False)
+    default = PollSchedule()
+    assert (default.first_s, default.interval_s) == (5, 10)  # vendor: first look after ~5 s, then ~10 s
+    assert default.next_delay([]) == (5, False)
+    assert default.next_delay([(5.0, 0)]) == (10, False)
 
 
 def test_without_rising_progress_keeps_the_steady_rhythm():

@@ -1,16 +1,42 @@
 """The HTTP client: one `requests.Session` for the service or the embedded simulator.
 
-Rules that protect money and secrets:
-- A submit is resent only when the service certainly did not take it: a 429 refusal, or a
-  connection that was never established. Any other failure after the request may have left
-  (a read timeout, a dropped connection, a 5xx answer, an unreadable reply) raises
-  SubmitUnknownError: it may have been accepted and billed, and only the user can decide.
+Rules that protect money:
+- A submit is accepted when any 2xx answer carries a usable task id; a 2xx without one is
+  SubmitUnknownError. A submit is resent only when the service certainly did not take it: a
+  429 refusal, or a connection that was never established. Any other failure after the request
+  may have left (a 5xx or 3xx answer, a dropped connection, a read timeout, the total time limit,
+  an unreadable reply) raises SubmitUnknownError: it may have been accepted and billed, and only
+  the user can decide. A failure before the request leaves (a body that is not valid JSON, such
+  as NaN; a header that cannot be sent) raises NotSentError: nothing was sent, nothing billed.
 - Status polls, uploads and downloads are safe to repeat: transient failures (429 with
   Retry-After, 5xx, connection errors, timeouts, truncated bodies) are retried with capped
   exponential backoff and full jitter.
-- The key goes only to the API's own host (result URLs live on CDNs), never into a message,
-  a repr or a log line; plain http is refused except to loopback.
-- Downloads stream to `<dest>.part`, are checked (length, video signature), then renamed.
+
+Rules that protect the key:
+- It is held in a `Secret` (no plain-string attribute, never in a repr); a bad base URL is
+  refused before any local variable holds it as text, so a verbose traceback cannot show it.
+- It goes only to the API's own origin (scheme, host, port). API requests never follow a
+  redirect (one is a TransportError, or SubmitUnknownError for a submit); downloads follow up to
+  5 by hand and drop the header for any other origin. Plain http is refused except to a
+  loopback address or `localhost` itself.
+- Server text that reaches an error or a TaskStatus (error message, code and type, a plain
+  string `error`, a failed task's error, an upload refusal) passes once through `scrub()`: the
+  key and anything shaped like `Bearer <token>` become `***`, and the text is capped.
+
+Rules that protect the kernel and the disk:
+- Every request has a total wall-clock limit (`max_request_s`, `max_upload_s`,
+  `max_download_s`), not only a per-read timeout: a timer shuts the request's socket when the
+  limit passes (on the client's own session; an injected session gets the checks between
+  chunks only), and readers check it between chunks, so a server trickling a byte at a time
+  (into the reply's head or its body) cannot hold a worker. A download that used its whole
+  limit is not retried. JSON replies are read up to `max_json_bytes` (1 MB), videos up to
+  `max_video_bytes` (2 GiB).
+- A download streams into a unique temporary file created exclusively in the destination
+  folder (never through a symlink), is checked (length, a video signature in its first 16
+  bytes, and PyAV must open it and find a video stream), then renamed over the destination.
+  A destination that is a symlink is refused; one that already holds the same bytes counts as
+  done (two downloads racing to one file both succeed); a full disk is a DownloadError; no
+  temporary file outlives a failure.
 
 Thread safety: the tracker's workers call status() and download() concurrently. The session
 is configured once and never mutated afterwards; its adapter pool is sized for the workers.
@@ -18,16 +44,28 @@ is configured once and never mutated afterwards; its adapter pool is sized for t
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
 import random
 import re
+import socket
+import ssl
+import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
 from ..contract import (
     DEFAULT_BASE_URL,
@@ -35,9 +73,11 @@ from ..contract import (
     STATUS_PATH,
     SUBMIT_PATH,
     UPLOAD_PATH,
+    is_http_url,
     is_loopback_host,
     sniff_image,
     sniff_video,
+    url_scheme,
 )
 from ..errors import (
     APIError,
@@ -45,45 +85,73 @@ from ..errors import (
     DownloadError,
     ExpiredError,
     KlingError,
+    NotSentError,
     RateLimitError,
     ServerError,
     SubmitUnknownError,
     TransportError,
     api_error_for,
 )
+from .secret import Secret, scrub
 from .status import TaskStatus
 
 log = logging.getLogger("kling_nb.client")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
-_BAD_TASK_ID = re.compile(r"[/\\\x00-\x1f]|\.\.")
+MAX_JSON_BYTES = 1 << 20  # 1 MiB: a task object is a few hundred bytes
+MAX_VIDEO_BYTES = 2 << 30  # 2 GiB
+MAX_REDIRECTS = 5
+MAX_TASK_ID = 200
+_BAD_TASK_ID = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Client:
     def __init__(
         self,
         base_url: str | None = None,
-        api_key: str | None = None,
+        api_key: str | Secret | None = None,
         *,
         session: requests.Session | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        max_request_s: float = 60.0,
+        max_upload_s: float = 300.0,
+        max_download_s: float = 1800.0,
+        max_json_bytes: int = MAX_JSON_BYTES,
+        max_video_bytes: int = MAX_VIDEO_BYTES,
         max_retries: int = 5,
         backoff_base: float = 0.5,
         backoff_cap: float = 20.0,
-        sleep=time.sleep,
-        environ=os.environ,
+        sleep: Callable[[float], object] = time.sleep,
+        environ: Mapping[str, str] = os.environ,
     ):
-        base = (base_url or environ.get("TOAPIS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        parts = urlsplit(base)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"base URL must be http(s)://host, got {base!r}")
-        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-            raise ConfigError(f"refusing plain http to {parts.hostname}: the key would travel unencrypted; use https")
-        self.base_url = base
-        self._api_host = (parts.scheme, parts.hostname, parts.port)
-        self._key = api_key if api_key is not None else environ.get("TOAPIS_API_KEY") or None
-        self.timeout = (connect_timeout, read_timeout)
+        try:
+            self._key = _read_key(api_key, environ)
+            base = base_url or environ.get("TOAPIS_BASE_URL") or DEFAULT_BASE_URL
+        finally:
+            # From here on the key exists only inside the Secret: a traceback through this
+            # frame (a bad base URL, just below) no longer has these two.
+            del api_key, environ
+        self.base_url, self._api_origin = _parse_base_url(base)
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("max_request_s", max_request_s),
+            ("max_upload_s", max_upload_s),
+            ("max_download_s", max_download_s),
+            ("max_json_bytes", max_json_bytes),
+            ("max_video_bytes", max_video_bytes),
+        ):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_request_s = max_request_s
+        self.max_upload_s = max_upload_s
+        self.max_download_s = max_download_s
+        self.max_json_bytes = max_json_bytes
+        self.max_video_bytes = max_video_bytes
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -91,202 +159,345 @@ class Client:
         self._random = random.Random()
         self.session = session or requests.Session()
         if session is None:
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+            adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
             self.session.mount("http://", adapter)
             self.session.mount("https://", adapter)
         self.session.trust_env = False  # no netrc/proxy auth surprises with the key
 
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
     def __repr__(self) -> str:
-        return f"Client(base_url={self.base_url!r}, key={'***' if self._key else None})"
+        key = "***" if getattr(self, "_key", None) is not None else None
+        return f"Client(base_url={getattr(self, 'base_url', None)!r}, key={key})"
 
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- endpoints ---------------------------------------------------------------------
-    def submit(self, body: dict) -> TaskStatus:
+    def submit(self, body: dict[str, Any]) -> TaskStatus:
         """POST a generation. Billed when accepted; never resent when the outcome is unknown."""
+        try:
+            payload = json.dumps(body, allow_nan=False).encode()
+        except (TypeError, ValueError, RecursionError) as err:
+            reason = str(err)[:200]
+            raise NotSentError(f"the request body is not valid JSON ({reason}); nothing was sent") from None
+        self._auth()  # no key: a ConfigError now, not an "unknown outcome" later
         url = self.base_url + SUBMIT_PATH
         for attempt in range(self.max_retries + 1):
             try:
-                resp = self.session.post(url, json=body, headers=self._auth(), timeout=self.timeout, allow_redirects=False)
-            except requests.ConnectionError as err:
-                if _never_sent(err) and attempt < self.max_retries:
-                    self._backoff(attempt, None, "submit: could not connect")
+                reply = self._exchange(
+                    "POST",
+                    url,
+                    what="submit",
+                    limit_s=self.max_request_s,
+                    auth=True,
+                    data=payload,
+                    headers={"Content-Type": "application/json"},
+                )
+            except _NotSent as err:
+                raise NotSentError(f"submit: {err.reason}; nothing was sent") from None
+            except _NoConnection as err:
+                if attempt < self.max_retries:
+                    self._backoff(attempt, None, f"submit: {err.reason} (nothing was sent)")
                     continue
-                if _never_sent(err):
-                    raise TransportError(f"could not connect to {self._host()}: nothing was sent") from None
-                raise _unknown("the connection dropped before the reply") from None
-            except requests.Timeout:
-                raise _unknown("no reply within the timeout") from None
-            except requests.RequestException as err:
+                raise TransportError(f"could not connect to {self._host()}: nothing was sent") from None
+            except _Broken as err:
+                raise _unknown(err.reason) from None
+            except KlingError:
+                raise
+            except Exception as err:  # unforeseen, and the request may have left: never resend
                 raise _unknown(type(err).__name__) from None
-            with resp:
-                if resp.status_code == 429 and attempt < self.max_retries:
-                    self._backoff(attempt, _retry_after(resp), "submit: rate limited (not accepted)")
-                    continue
-                if resp.status_code >= 500:
-                    raise _unknown(f"the service answered HTTP {resp.status_code}")
-                if resp.status_code != 200:
-                    raise self._error(resp)
-                try:
-                    task = TaskStatus.from_json(resp.json())
-                except ValueError:
-                    raise _unknown("the reply was not a task object") from None
-                if _BAD_TASK_ID.search(task.id):
-                    raise _unknown(f"the reply's task id {task.id[:60]!r} is malformed")
-                return task
+            if reply.status == 429 and attempt < self.max_retries:
+                self._backoff(attempt, _retry_after(reply.headers), "submit: rate limited (not accepted)")
+                continue
+            if 200 <= reply.status < 300:
+                return self._accepted(reply)
+            if 400 <= reply.status < 500:
+                raise self._error(reply)
+            raise _unknown(f"the service answered HTTP {reply.status}")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def status(self, task_id: str) -> TaskStatus:
-        if not isinstance(task_id, str) or not task_id or _BAD_TASK_ID.search(task_id):
-            raise KlingError(f"refusing a malformed task id {task_id!r}")
+        """The task's current state. The result's `id` is always `task_id`, whatever the reply says."""
+        if not _usable_task_id(task_id):
+            raise KlingError(f"refusing a malformed task id {str(task_id)[:80]!r}")
         url = self.base_url + STATUS_PATH.format(task_id=quote(task_id, safe=""))
-        resp_json = self._retrying("status", lambda: self.session.get(url, headers=self._auth(), timeout=self.timeout))
+        data = self._retrying("status", "GET", url, limit_s=self.max_request_s)
         try:
-            return TaskStatus.from_json(resp_json)
+            task = TaskStatus.from_json(data, scrub=self._scrub, task_id=task_id)
         except ValueError as err:
             raise TransportError(f"the status reply for {task_id} was not a task object ({err})") from None
+        if data.get("id") != task_id:
+            log.warning("the status reply for %s named another or no task id; it was kept as %s", task_id, task_id)
+        return task
 
-    def upload(self, path: str | os.PathLike) -> str:
+    def upload(self, path: str | os.PathLike[str]) -> str:
         """Upload a local image; returns the URL the service gives it."""
         path = Path(path)
-        size = path.stat().st_size
-        if size > MAX_IMAGE_BYTES:
-            raise KlingError(f"{path.name} is {size / 1e6:.1f} MB; the upload limit is 10 MB")
-        with open(path, "rb") as f:
-            mime = sniff_image(f.read(16))
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > MAX_IMAGE_BYTES:
+                    raise KlingError(_too_big(path.name, size))
+                data = f.read(MAX_IMAGE_BYTES + 1)
+        except OSError as err:
+            raise KlingError(f"cannot read {path.name}: {err.strerror or type(err).__name__}") from None
+        if len(data) > MAX_IMAGE_BYTES:  # it grew after the size was taken
+            raise KlingError(_too_big(path.name, len(data)))
+        mime = sniff_image(data[:16])
         if mime is None:
             raise KlingError(f"{path.name} is not a JPEG, PNG, WebP or GIF image")
-
-        def send():
-            with open(path, "rb") as f:
-                return self.session.post(
-                    self.base_url + UPLOAD_PATH,
-                    files={"file": (path.name, f, mime)},
-                    data={"purpose": "generation"},
-                    headers=self._auth(),
-                    timeout=self.timeout,
-                )
-
-        data = self._retrying("upload", send)
-        if not isinstance(data, dict) or not data.get("success") or not isinstance(data.get("data"), dict):
-            raise APIError(str((data or {}).get("message") or "upload refused"), status=200)
-        url = data["data"].get("url")
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        reply = self._retrying(
+            "upload",
+            "POST",
+            self.base_url + UPLOAD_PATH,
+            limit_s=self.max_upload_s,
+            files={"file": (path.name, data, mime)},
+            data={"purpose": "generation"},
+        )
+        if not isinstance(reply, dict) or reply.get("success") is False or not isinstance(reply.get("data"), dict):
+            message = reply.get("message") if isinstance(reply, dict) else None
+            raise APIError(self._scrub(message) if message not in (None, "") else "upload refused", status=200)
+        url = reply["data"].get("url")
+        if not isinstance(url, str) or not is_http_url(url):
             raise TransportError("the upload reply has no http(s) URL")
         return url
 
-    def download(self, url: str, dest: str | os.PathLike, *, chunk_size: int = 1 << 16) -> Path:
-        """Stream a result to `dest` (via `dest.part`); retried; checked to be a video."""
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise DownloadError(f"refusing to download from a non-http(s) URL ({urlsplit(url).scheme}:)")
+    def download(self, url: str, dest: str | os.PathLike[str], *, chunk_size: int = 1 << 16) -> Path:
+        """Stream a result to `dest` (via a temporary file beside it); retried; checked to be a video."""
+        if not is_http_url(url):
+            raise DownloadError(f"refusing to download from a non-http(s) URL ({url_scheme(url) or 'no scheme'}:)")
         dest = Path(dest)
-        part = dest.with_name(dest.name + ".part")
+        if dest.is_symlink():
+            raise DownloadError(f"refusing to save {dest.name}: it is a symbolic link")
         last: KlingError | None = None
         for attempt in range(self.max_retries + 1):
             try:
-                self._download_once(url, part, chunk_size)
-                os.replace(part, dest)
-                return dest
+                part = self._fetch(url, dest, chunk_size)
             except (TransportError, ServerError, RateLimitError) as err:
                 last = err
                 if attempt < self.max_retries:
                     self._backoff(attempt, getattr(err, "retry_after", None), f"download: {err.message}")
-            except KlingError:
-                part.unlink(missing_ok=True)
-                raise
-            finally:
-                if part.exists() and not dest.exists():
-                    part.unlink(missing_ok=True)
+                continue
+            return _place(part, dest)
         raise DownloadError(f"could not download the video: {last.message if last else 'unknown error'}")
 
-    def _download_once(self, url: str, part: Path, chunk_size: int, hops: int = 0) -> None:
-        headers = self._auth() if self._same_host(url) else {}
+    # -- downloads ---------------------------------------------------------------------
+    def _fetch(self, url: str, dest: Path, chunk_size: int) -> Path:
+        """One attempt: follow redirects by hand (the key is re-decided for every origin) and
+        save the video to a checked temporary file, whose path is returned."""
+        with _Deadline(self.max_download_s, "the download") as deadline:
+            for _ in range(MAX_REDIRECTS + 1):
+                try:
+                    resp = self._open(
+                        "GET", url, deadline, auth=self._same_origin(url), headers={"Accept-Encoding": "identity"}
+                    )
+                except _NotSent as err:
+                    raise DownloadError(f"the video URL cannot be requested ({err.reason})") from None
+                except _Failure as err:
+                    if deadline.fired:
+                        raise _too_slow(deadline) from None
+                    raise TransportError(f"the download failed: {err.reason}") from None
+                with resp:
+                    if resp.is_redirect:
+                        url = urljoin(url, resp.headers.get("Location", ""))
+                        if not is_http_url(url):
+                            raise DownloadError("refusing a redirect to a non-http(s) location")
+                        continue
+                    if resp.status_code in (403, 404, 410):
+                        raise ExpiredError(
+                            f"the video URL answered HTTP {resp.status_code}: it has expired or been removed"
+                        )
+                    if resp.status_code in RETRY_STATUSES:
+                        raise api_error_for(
+                            resp.status_code,
+                            f"download answered HTTP {resp.status_code}",
+                            retry_after=_retry_after(resp.headers),
+                        )
+                    if resp.status_code != 200:
+                        raise DownloadError(f"the video URL answered HTTP {resp.status_code}")
+                    return self._save(resp, dest, deadline, chunk_size)
+            raise DownloadError(f"refusing to follow more than {MAX_REDIRECTS} redirects")
+
+    def _save(self, resp: requests.Response, dest: Path, deadline: _Deadline, chunk_size: int) -> Path:
+        expected = _content_length(resp.headers)
+        if expected is not None and expected > self.max_video_bytes:
+            raise DownloadError(f"the video is larger than the limit of {self.max_video_bytes:,} bytes")
+        head = b""  # the first bytes, gathered until the signature can be judged
+        fd: int | None = None
+        part: Path | None = None
+        written = 0
         try:
-            resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False)
-        except requests.Timeout:
-            raise TransportError("the download timed out") from None
-        except requests.RequestException as err:
-            raise TransportError(f"the download failed ({type(err).__name__})") from None
-        with resp:
-            if resp.is_redirect:
-                target = resp.headers.get("Location", "")
-                target = requests.compat.urljoin(url, target)
-                if urlsplit(target).scheme not in ("http", "https") or hops >= 5:
-                    raise DownloadError("refusing a redirect to a non-http(s) location (or too many redirects)")
-                # Followed by hand so the key is re-decided for the new host (never sent off-host).
-                return self._download_once(target, part, chunk_size, hops + 1)
-            if resp.status_code in (403, 404, 410):
-                raise ExpiredError(
-                    f"the video URL answered HTTP {resp.status_code}: it has expired or been removed"
-                )
-            if resp.status_code in RETRY_STATUSES:
-                raise api_error_for(resp.status_code, f"download answered HTTP {resp.status_code}",
-                                    retry_after=_retry_after(resp))
-            if resp.status_code != 200:
-                raise DownloadError(f"the video URL answered HTTP {resp.status_code}")
-            expected = resp.headers.get("Content-Length")
-            written = 0
             try:
-                with open(part, "wb") as f:
-                    for chunk in resp.iter_content(chunk_size):
-                        if written == 0 and sniff_video(chunk[:16]) is None:
-                            raise DownloadError("the downloaded file is not a video (no MP4/WebM signature)")
-                        f.write(chunk)
-                        written += len(chunk)
+                for chunk in resp.iter_content(chunk_size):
+                    if deadline.passed():
+                        raise _too_slow(deadline)
+                    if fd is None:
+                        head += chunk
+                        if len(head) < 16:
+                            continue
+                        _check_signature(head)
+                        fd, part = _create_part(dest)
+                        chunk, head = head, b""
+                    written += len(chunk)
+                    if written > self.max_video_bytes:
+                        raise DownloadError(f"the video is larger than the limit of {self.max_video_bytes:,} bytes")
+                    _write_all(fd, chunk, dest)
             except requests.RequestException as err:
+                if deadline.fired:
+                    raise _too_slow(deadline) from None
                 raise TransportError(f"the download broke off ({type(err).__name__})") from None
-            if expected is not None and expected.isdigit() and written != int(expected):
-                raise TransportError(f"the download was truncated ({written} of {expected} bytes)")
-            if written == 0:
-                raise DownloadError("the downloaded file is empty")
+            if deadline.fired:  # a reply without a length ends where the timer cut it
+                raise _too_slow(deadline)
+            if fd is None:  # fewer than 16 bytes in all
+                if not head:
+                    raise DownloadError("the downloaded file is empty")
+                _check_signature(head)
+                fd, part = _create_part(dest)
+                written = len(head)
+                _write_all(fd, head, dest)
+            if expected is not None and written != expected:
+                raise TransportError(f"the download was truncated ({written:,} of {expected:,} bytes)")
+            assert part is not None
+            _close_part(fd, dest)
+            fd = None
+            _probe_video(part)
+            return part
+        except BaseException:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if part is not None:
+                part.unlink(missing_ok=True)
+            raise
 
     # -- plumbing ----------------------------------------------------------------------
     def _auth(self) -> dict[str, str]:
-        if not self._key:
+        if self._key is None:
             raise ConfigError(
                 "no API key: set TOAPIS_API_KEY (or run %kling login); without one, kling_nb uses its simulator"
             )
-        return {"Authorization": f"Bearer {self._key}"}
+        return {"Authorization": "Bearer " + self._key.reveal()}
+
+    def _scrub(self, text: object) -> str:
+        return scrub(text, self._key)
 
     def _host(self) -> str:
         return urlsplit(self.base_url).hostname or "?"
 
-    def _same_host(self, url: str) -> bool:
-        p = urlsplit(url)
-        return (p.scheme, p.hostname, p.port) == self._api_host
+    def _same_origin(self, url: str) -> bool:
+        return _origin(url) == self._api_origin
 
-    def _retrying(self, what: str, send):
+    def _open(
+        self,
+        method: str,
+        url: str,
+        deadline: _Deadline,
+        *,
+        auth: bool,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one request, its body streamed and no redirect followed. Failures are sorted by
+        whether the request can have left: _NotSent, _NoConnection (never connected), _Broken."""
+        try:
+            prepared = self.session.prepare_request(
+                requests.Request(method, url, headers={**(self._auth() if auth else {}), **(headers or {})}, **kwargs)
+            )
+        except KlingError:
+            raise
+        except Exception as err:  # a header, URL or body that cannot be sent: refused while building
+            raise _NotSent(_short(err)) from None
+        _watched.deadline = deadline
+        try:
+            return self.session.send(
+                prepared,
+                stream=True,
+                allow_redirects=False,
+                timeout=(self.connect_timeout, max(0.01, min(self.read_timeout, deadline.remaining()))),
+            )
+        except UnicodeError:  # a header that is not Latin-1: refused before a byte was written
+            raise _NotSent("a request header cannot be encoded") from None
+        except requests.ConnectionError as err:
+            if deadline.fired:
+                raise _Broken(deadline.words) from None
+            if _never_connected(err):
+                raise _NoConnection(f"could not connect to {urlsplit(url).hostname or '?'}") from None
+            if _certificate_refused(err):
+                raise _NotSent(f"the TLS certificate of {urlsplit(url).hostname or '?'} was not accepted") from None
+            raise _Broken("the connection dropped before the reply") from None
+        except requests.Timeout:
+            raise _Broken(deadline.words if deadline.fired else "no reply within the timeout") from None
+        except requests.RequestException as err:
+            raise _Broken(deadline.words if deadline.fired else type(err).__name__) from None
+        finally:
+            _watched.deadline = None
+
+    def _exchange(
+        self, method: str, url: str, *, what: str, limit_s: float, auth: bool = True, **kwargs: Any
+    ) -> _Reply:
+        """One request whose whole reply is read (capped, within the time limit)."""
+        with _Deadline(limit_s, "the request") as deadline:
+            resp = self._open(method, url, deadline, auth=auth, **kwargs)
+            with resp:
+                strict = 200 <= resp.status_code < 300
+                body = _read_capped(resp, deadline, self.max_json_bytes, what, strict=strict)
+                return _Reply(resp.status_code, resp.headers, body)
+
+    def _accepted(self, reply: _Reply) -> TaskStatus:
+        """A 2xx answer to a submit: the task, or SubmitUnknownError if it carries no usable id."""
+        try:
+            data = reply.json()
+        except ValueError:
+            raise _unknown(f"the HTTP {reply.status} reply was not JSON") from None
+        try:
+            task = TaskStatus.from_json(data, scrub=self._scrub, default_status="queued")
+        except ValueError:
+            raise _unknown(f"the HTTP {reply.status} reply carried no task id") from None
+        if not _usable_task_id(task.id) or self._scrub(task.id) != task.id:
+            raise _unknown(f"the reply's task id {self._scrub(task.id)[:60]!r} is malformed")
+        return task
+
+    def _retrying(self, what: str, method: str, url: str, *, limit_s: float, **kwargs: Any) -> Any:
         """Send an idempotent request, retrying transient failures; return the JSON reply."""
         last: KlingError | None = None
         for attempt in range(self.max_retries + 1):
             retry_after = None
             try:
-                resp = send()
-            except requests.Timeout:
-                last = TransportError(f"{what}: no reply within the timeout")
-            except requests.RequestException as err:
-                last = TransportError(f"{what}: connection failed ({type(err).__name__})")
+                reply = self._exchange(method, url, what=what, limit_s=limit_s, **kwargs)
+            except _NotSent as err:
+                raise NotSentError(f"{what}: {err.reason}; nothing was sent") from None
+            except _Failure as err:
+                last = TransportError(f"{what}: {err.reason}")
             else:
-                with resp:
-                    if resp.status_code == 200:
-                        try:
-                            return resp.json()
-                        except ValueError:
-                            last = TransportError(f"{what}: the reply was not JSON")
-                    elif resp.status_code in RETRY_STATUSES:
-                        last = self._error(resp)
-                        retry_after = _retry_after(resp)
-                    else:
-                        raise self._error(resp)
+                if 200 <= reply.status < 300:
+                    try:
+                        return reply.json()
+                    except ValueError:
+                        last = TransportError(f"{what}: the reply was not JSON")
+                elif reply.status in RETRY_STATUSES:
+                    last = self._error(reply)
+                    retry_after = _retry_after(reply.headers)
+                elif 300 <= reply.status < 400:
+                    raise TransportError(
+                        f"{what}: the service answered with a redirect (HTTP {reply.status}); it is not followed, "
+                        f"so the key never leaves {self._host()}"
+                    )
+                else:
+                    raise self._error(reply)
             if attempt < self.max_retries:
                 self._backoff(attempt, retry_after, f"{what}: {last.message}")
+        assert last is not None
         raise last
 
     def _backoff(self, attempt: int, retry_after: float | None, why: str) -> None:
@@ -296,44 +507,300 @@ class Client:
         log.info("retrying in %.2f s: %s", delay, why)
         self._sleep(delay)
 
-    def _error(self, resp: requests.Response) -> APIError:
+    def _error(self, reply: _Reply) -> APIError:
         """The service's own error, as the right APIError subclass (never the raw page)."""
-        message, code, type_ = f"HTTP {resp.status_code}", None, None
+        message, code, type_ = f"HTTP {reply.status}", None, None
         try:
-            data = resp.json()
+            data = reply.json()
         except ValueError:
             data = None
         if isinstance(data, dict):
             err = data.get("error")
             if isinstance(err, dict):
-                message = str(err.get("message") or message)
+                if err.get("message") not in (None, ""):
+                    message = self._scrub(err["message"])
                 code, type_ = err.get("code"), err.get("type")
-            elif isinstance(data.get("message"), str) and data["message"]:
-                message = data["message"]
-        message = self._scrub(message)[:500]
+            elif isinstance(err, str) and err:
+                message = self._scrub(err)
+            elif data.get("message") not in (None, ""):
+                message = self._scrub(data["message"])
+        code = self._scrub(code) if isinstance(code, str) else code if _is_int(code) else None
+        type_ = self._scrub(type_) if isinstance(type_, str) else None
         if isinstance(code, str) and code == type_:
             type_ = None
-        return api_error_for(resp.status_code, message, code=code if code is not None else type_, type=type_,
-                             retry_after=_retry_after(resp))
+        return api_error_for(
+            reply.status,
+            message,
+            code=code if code not in (None, "") else type_,
+            type=type_,
+            retry_after=_retry_after(reply.headers),
+        )
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+
+# -- settings ----------------------------------------------------------------------------
+def _read_key(api_key: str | Secret | None, environ: Mapping[str, str]) -> Secret | None:
+    """The key as a Secret (None when there is none); no frame keeps it as text on failure."""
+    try:
+        if isinstance(api_key, Secret):
+            return api_key
+        if api_key is None:
+            api_key = environ.get("TOAPIS_API_KEY")
+        if api_key is None or (isinstance(api_key, str) and not api_key.strip()):
+            return None
+        return Secret(api_key)
+    finally:
+        del api_key, environ
 
 
-def _retry_after(resp: requests.Response) -> float | None:
-    value = resp.headers.get("Retry-After", "")
+_Origin = tuple[str, str | None, int | None]
+
+
+def _parse_base_url(base: object) -> tuple[str, _Origin]:
+    """(the base URL, its origin) or a one-line ConfigError."""
+    if not isinstance(base, str):
+        raise ConfigError(f"the base URL must be text, not {type(base).__name__}")
+    text = base.strip()
+    shown = repr(re.sub(r"//[^/?#]*@", "//***@", text)[:120])  # repr: one line, whatever it holds
+    try:
+        parts = urlsplit(text)
+        host, port = parts.hostname, parts.port
+    except ValueError as err:
+        raise ConfigError(f"the base URL {shown} is not valid ({err}); expected https://host[:port]") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        raise ConfigError(f"the base URL must look like https://host, got {shown}")
+    if port == 0:
+        raise ConfigError(f"the base URL {shown} has port 0; give a port from 1 to 65535")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("the base URL must not hold a user name or password (the key goes in TOAPIS_API_KEY)")
+    if parts.query or parts.fragment or any(c.isspace() or not c.isprintable() for c in parts.netloc):
+        raise ConfigError(f"the base URL {shown} is not valid; expected https://host[:port][/path]")
+    if scheme == "http" and not is_loopback_host(host):
+        raise ConfigError(f"refusing plain http to {host}: the key would travel unencrypted; use https")
+    return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/"), (scheme, host, port or _DEFAULT_PORTS[scheme])
+
+
+def _origin(url: str) -> _Origin | None:
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return (scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme))
+    except ValueError:
+        return None
+
+
+# -- request plumbing --------------------------------------------------------------------
+class _Failure(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _NotSent(_Failure):
+    """Failed before the request left."""
+
+
+class _NoConnection(_Failure):
+    """The connection was never established, so nothing was sent."""
+
+
+class _Broken(_Failure):
+    """Failed after the request may have left (dropped, timed out, cut off, unreadable)."""
+
+
+class _TooLarge(_Broken):
+    pass
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except RecursionError:
+            raise ValueError("the reply nests too deeply") from None
+
+
+def _read_capped(resp: requests.Response, deadline: _Deadline, limit: int, what: str, *, strict: bool) -> bytes:
+    """The whole body, within the deadline. Past `limit` bytes: _TooLarge if `strict`, else
+    what was read so far (an error page is only ever skimmed for its message)."""
+    declared = _content_length(resp.headers)
+    too_large = f"the reply is larger than {limit:,} bytes"
+    if strict and declared is not None and declared > limit:
+        raise _TooLarge(too_large)
+    body = bytearray()
+    try:
+        for chunk in resp.iter_content(16 * 1024):
+            body += chunk
+            if len(body) > limit:
+                if strict:
+                    raise _TooLarge(too_large)
+                return bytes(body[:limit])
+            if deadline.passed():
+                raise _Broken(deadline.words)
+    except requests.RequestException as err:
+        raise _Broken(deadline.words if deadline.fired else f"the reply broke off ({type(err).__name__})") from None
+    if deadline.fired:  # a reply without a length ends where the timer cut it
+        raise _Broken(deadline.words)
+    return bytes(body)
+
+
+_watched = threading.local()  # the deadline of the request this thread is sending, if any
+
+
+class _Deadline:
+    """The wall-clock limit of one request. Readers check `passed()` between chunks; a timer
+    shuts the request's socket when the limit passes, so a read blocked on a server that
+    trickles bytes (into the reply's head, or one long chunk) returns too."""
+
+    def __init__(self, seconds: float, what: str):
+        self.words = f"{what} took longer than its limit of {seconds:g} s"
+        self.fired = False
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.fired or self.remaining() <= 0
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if not self.fired:
+                self._sock = sock
+                return
+        _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            _shut(sock)
+
+    def __enter__(self) -> _Deadline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._sock = None
+
+
+def _shut(sock: socket.socket) -> None:
+    try:  # the plain socket call, also for TLS sockets: it only wakes the blocked reader
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """A urllib3 connection that hands its socket to the sending thread's deadline."""
+
+    def connect(self) -> None:
+        super().connect()
+        self._hand_to_deadline()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._hand_to_deadline()  # a reused connection is already connected
+        super().request(*args, **kwargs)
+
+    def _hand_to_deadline(self) -> None:
+        deadline = getattr(_watched, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (args, reason, cause, context)."""
+    seen: set[int] = set()
+    todo = [err]
+    while todo and len(seen) < 32:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+        todo += [x for x in (getattr(e, "reason", None), e.__cause__, e.__context__) if isinstance(x, BaseException)]
+
+
+def _never_connected(err: requests.ConnectionError) -> bool:
+    """True when the connection was never established, so the request never left."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    for e in _causes(err):
+        if isinstance(e, ConnectTimeoutError):  # NewConnectionError and NameResolutionError too
+            return True
+    text = repr(err.args[0]) if err.args else ""
+    return "NewConnectionError" in text or "Connection refused" in text or "NameResolutionError" in text
+
+
+def _certificate_refused(err: requests.ConnectionError) -> bool:
+    return any(isinstance(e, ssl.SSLCertVerificationError) for e in _causes(err))
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    value = (headers.get("Content-Length") or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After", "")
     try:
         return max(0.0, float(value))
     except ValueError:
         return None
 
 
-def _never_sent(err: requests.ConnectionError) -> bool:
-    """True when the connection was never established, so the request never left."""
-    if isinstance(err, requests.ConnectTimeout):
-        return True
-    text = repr(err.args[0]) if err.args else ""
-    return "NewConnectionError" in text or "Connection refused" in text or "NameResolutionError" in text
+def _usable_task_id(task_id: object) -> bool:
+    return (
+        isinstance(task_id, str)
+        and 0 < len(task_id) <= MAX_TASK_ID
+        and task_id.isprintable()
+        and not _BAD_TASK_ID.search(task_id)
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())[:160]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _too_big(name: str, size: int) -> str:
+    amount = f"{size:,} bytes" if size < 2 * MAX_IMAGE_BYTES else f"{size / 2**20:.1f} MiB"
+    return f"{name} is {amount}; the limit is {MAX_IMAGE_BYTES:,} bytes ({MAX_IMAGE_BYTES // 2**20} MiB)"
 
 
 def _unknown(why: str) -> SubmitUnknownError:
@@ -341,3 +808,129 @@ def _unknown(why: str) -> SubmitUnknownError:
         f"the submit's outcome is unknown ({why}): it may have been accepted and billed, so it was not "
         "resent. Check your dashboard, then re-run with --force to submit again."
     )
+
+
+# -- files -------------------------------------------------------------------------------
+def _too_slow(deadline: _Deadline) -> DownloadError:
+    # Final, not retried: an attempt that used the whole limit would only use it again.
+    return DownloadError(f"could not download the video: {deadline.words}")
+
+
+def _check_signature(head: bytes) -> None:
+    if sniff_video(head[:16]) is None:
+        raise DownloadError("the downloaded file is not a video (no MP4/WebM signature)")
+
+
+def _disk_error(err: OSError, dest: Path) -> DownloadError:
+    if err.errno == errno.ENOSPC:
+        return DownloadError(f"no space left on device while saving {dest.name}")
+    if err.errno == errno.EDQUOT:
+        return DownloadError(f"disk quota exceeded while saving {dest.name}")
+    if err.errno == errno.ENOENT:
+        return DownloadError(f"cannot save {dest.name}: the folder {dest.parent} does not exist")
+    return DownloadError(f"cannot save {dest.name}: {err.strerror or type(err).__name__}")
+
+
+def _create_part(dest: Path) -> tuple[int, Path]:
+    """A new, unique temporary file beside `dest`: O_CREAT|O_EXCL|O_NOFOLLOW, so never an
+    existing file or a symlink someone planted."""
+    try:
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".kling-", suffix=".part")
+    except OSError as err:
+        raise _disk_error(err, dest) from None
+    try:
+        os.fchmod(fd, _file_mode())
+    except OSError:
+        pass
+    return fd, Path(name)
+
+
+def _write_all(fd: int, data: bytes, dest: Path) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as err:
+        raise _disk_error(err, dest) from None
+
+
+def _close_part(fd: int, dest: Path) -> None:
+    try:
+        os.fsync(fd)  # the bytes are on disk before the name points at them
+    except OSError as err:
+        os.close(fd)
+        raise _disk_error(err, dest) from None
+    try:
+        os.close(fd)
+    except OSError as err:
+        raise _disk_error(err, dest) from None
+
+
+def _probe_video(path: Path) -> None:
+    """PyAV must open the file and find a video stream in it."""
+    try:
+        import av  # here, not at the top: importing the client must not load FFmpeg
+    except ImportError:
+        log.warning("PyAV is not importable: %s was checked by its signature only", path.name)
+        return
+    try:
+        with av.open(str(path)) as container:
+            playable = bool(container.streams.video)
+    except Exception:
+        playable = False
+    if not playable:
+        raise DownloadError("the downloaded file is not a playable video")
+
+
+def _place(part: Path, dest: Path) -> Path:
+    """Move a checked temporary file to `dest`: never through a symlink; an existing file
+    with the same bytes (another download of the same video won the race) counts as done."""
+    try:
+        if dest.is_symlink():
+            raise DownloadError(f"refusing to save {dest.name}: it is a symbolic link")
+        if _same_bytes(dest, part):
+            part.unlink()
+        else:
+            os.replace(part, dest)  # replaces a name, never writes through one
+        return dest
+    except BaseException as err:
+        part.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _disk_error(err, dest) from None
+        raise
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        if not a.is_file() or a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
+
+
+_mode_lock = threading.Lock()
+_mode: list[int] = []
+
+
+def _file_mode() -> int:
+    """0o666 less the process umask (what open() would give), read once without changing it
+    for other threads where /proc allows, else 0o644."""
+    with _mode_lock:
+        if not _mode:
+            umask = 0o022
+            try:
+                with open("/proc/self/status") as f:
+                    for line in f:
+                        if line.startswith("Umask:"):
+                            umask = int(line.split()[1], 8)
+            except (OSError, ValueError, IndexError):
+                pass
+            _mode.append(0o666 & ~umask)
+        return _mode[0]

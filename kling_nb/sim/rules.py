@@ -54,7 +54,7 @@ def check_body(body: Any) -> None:
                 raise Invalid(f"video_list[{i}].refer_type must be base or feature")
             if v.get("keep_original_sound", "no") not in KEEP_ORIGINAL_SOUND:
                 raise Invalid(f"video_list[{i}].keep_original_sound must be yes or no")
-    if body.get("audio") is True and videos:
+    if body.get("audio") is True and videos is not None:  # present at all, as the vendor's page says
         raise Invalid("audio and video_list are mutually exclusive")
     meta = body.get("metadata")
     if meta is not None and not isinstance(meta, dict):
@@ -96,5 +96,5 @@ def _list_of_objects(value: Any, where: str) -> None:
 def _url(value: Any, where: str) -> None:
     if not isinstance(value, str) or not value:
         raise Invalid(f"{where} is required")
-    if value.startswith("data:") or not re.match(r"^https?://[^\s/]+", value):
+    if value[:5].lower() == "data:" or not re.match(r"^https?://[^\s/]+", value, re.I):  # schemes ignore case
         raise Invalid(f"{where} must be a publicly reachable http(s) URL (base64/data URIs are not accepted)")
