@@ -49,6 +49,7 @@ __all__ = [
     "load_ipython_extension",
     "parse",
     "parse_batch",
+    "stitch",
     "unload_ipython_extension",
 ]
 __version__ = "0.1.0"
@@ -88,6 +89,21 @@ def generate(prompt: str, *, name: str | None = None, force: bool = False, show:
         runtime.outputs.append(output)
         output.show()
     return gen
+
+
+def stitch(names: list[str], *, name: str, show: bool = True) -> Generation:
+    """Cut named generations, in order, into one film; returns at once (the film is made when
+    they are all completed). Remuxed when the clips match, re-encoded to the first's size if not."""
+    from .notebook.display import CellOutput
+    from .notebook.extension import current_runtime
+
+    runtime = current_runtime()
+    film = runtime.stitch(list(names), name=name)
+    if show:
+        output = CellOutput([film])
+        runtime.outputs.append(output)
+        output.show()
+    return film
 
 
 def compare(names_or_generations, *, title: str = "compare") -> Generations:

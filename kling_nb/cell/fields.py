@@ -38,8 +38,13 @@ from ..errors import SpecError
 
 TOP_LEVEL = ("model", "prompt", "mode", "duration", "aspect_ratio", "audio", "video_list", "metadata",
              "images", "videos", "elements")
-IMAGE_KEYS = ("url", "path", "type")
-VIDEO_KEYS = ("url", "refer_type", "keep_original_sound")
+# Keys of the cell header that are not request fields: they make several requests.
+BATCH_KEYS = ("sweep", "variants", "shots")
+IMAGE_KEYS = ("url", "path", "type", "from", "frame")
+VIDEO_KEYS = ("url", "refer_type", "keep_original_sound", "from")
+# The body holds this where a reference to an earlier generation stands, until the engine
+# puts the real URL there (a frame of it, uploaded; or its video's URL).
+REFERENCE_PREFIX = "kling-ref:"
 ELEMENT_KEYS = ("url", "path", "type", "role")
 API_IMAGE_KEYS = ("image_url", "type")
 API_VIDEO_KEYS = ("video_url", "refer_type", "keep_original_sound")
@@ -50,6 +55,21 @@ FALSE_WORDS = {"false", "no", "off", "n"}
 _RATIO = re.compile(r"^\s*([1-9][0-9]{0,3})\s*:\s*([1-9][0-9]{0,3})\s*$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _BASE64ISH = re.compile(r"^[A-Za-z0-9+/=\s]{200,}$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An image or video taken from an earlier generation, by its --name."""
+
+    where: tuple  # the place in the body that gets the URL
+    name: str
+    kind: str  # "frame" (an image: a frame of its video, uploaded) or "video" (its result URL)
+    frame: str | float = "last"  # for "frame": "first", "last" or a time in seconds
+
+    @property
+    def token(self) -> str:
+        """What the body holds until the reference is resolved."""
+        return f"{REFERENCE_PREFIX}{self.name}#{self.frame if self.kind == 'frame' else 'video'}"
 
 
 @dataclass(frozen=True)
@@ -86,8 +106,9 @@ def build_body(
     namespace: dict | None,
     allowed_models: tuple[str, ...] = (MODEL,),
     prompt_line: int | None = None,
-) -> tuple[dict, list[LocalFile], list[str]]:
-    """The body to POST, the local files to upload, and warnings; SpecError on any mistake.
+) -> tuple[dict, list[LocalFile], list[str], list[Reference]]:
+    """The body to POST, the local files to upload, warnings, and references to earlier
+    generations; SpecError on any mistake.
     `prompt_line` is the cell line where the prompt starts, when it was written after `---`."""
     for key in header:
         if key not in TOP_LEVEL:
@@ -132,7 +153,8 @@ def build_body(
         body["audio"] = _boolean(h["audio"], "audio", lines.of("audio"))
 
     uploads: list[LocalFile] = []
-    videos = _videos(h, lines)
+    references: list[Reference] = []
+    videos = _videos(h, lines, references)
     if videos:
         body["video_list"] = videos
     elif videos is not None:
@@ -143,7 +165,7 @@ def build_body(
     if meta is not None and not isinstance(meta, dict):
         raise SpecError("must be a mapping", field="metadata", line=lines.of("metadata"))
     meta = dict(meta or {})
-    images = _images(h, meta, lines)
+    images = _images(h, meta, lines, references)
     elements = _elements(h, meta, lines)
     if images is not None:
         meta["image_list"] = images
@@ -160,10 +182,15 @@ def build_body(
             line=lines.of("audio"),
         )
 
+    taken = {r.where for r in references}
     for i, item in enumerate(body.get("video_list", [])):
+        if ("video_list", i, "video_url") in taken:
+            continue
         _media(item, "video_url", ("video_list", i, "video_url"), "videos", lines.of("videos", i) or lines.of("video_list", i),
                base_dir, uploads, video=True)
     for i, item in enumerate(meta.get("image_list", [])):
+        if ("metadata", "image_list", i, "image_url") in taken:
+            continue
         _media(item, "image_url", ("metadata", "image_list", i, "image_url"), "images",
                lines.of("images", i) or lines.of("metadata", "image_list", i), base_dir, uploads)
     for i, item in enumerate(meta.get("element_list", [])):
@@ -171,7 +198,7 @@ def build_body(
                lines.of("elements", i) or lines.of("metadata", "element_list", i), base_dir, uploads)
 
     warnings.extend(_placeholders(prompt, body, prompt_line))
-    return body, uploads, warnings
+    return body, uploads, warnings, references
 
 
 def _check_values(value, path: tuple, lines: Lines) -> None:
@@ -256,7 +283,23 @@ def _exclusive(h: dict, meta: dict, short: str, api: str, api_where: str, lines:
         raise SpecError(f"give either `{short}` or `{api_where}`, not both", field=short, line=lines.of(short))
 
 
-def _images(h: dict, meta: dict, lines: Lines) -> list | None:
+def _reference(item: dict, where: tuple, kind: str, name: str, line: int | None) -> Reference:
+    """`{from: shot1, frame: last}`: a frame (or the video) of an earlier generation."""
+    source = item["from"]
+    if not isinstance(source, str) or not source.isidentifier():
+        raise SpecError(f"`from` must be the --name of an earlier generation, not {source!r}", field=name, line=line)
+    if any(k in item for k in ("url", "path")):
+        raise SpecError("give `from` or a `url`/`path`, not both", field=name, line=line)
+    frame: str | float = "last"
+    if kind == "frame" and "frame" in item:
+        frame = item["frame"]
+        if isinstance(frame, bool) or not (frame in ("first", "last") or
+                                           (isinstance(frame, (int, float)) and 0 <= frame < 3600)):
+            raise SpecError(f"`frame` must be first, last or a time in seconds, not {frame!r}", field=name, line=line)
+    return Reference(where, source, kind, float(frame) if isinstance(frame, int) else frame)
+
+
+def _images(h: dict, meta: dict, lines: Lines, references: list[Reference]) -> list | None:
     _exclusive(h, meta, "images", "image_list", "metadata.image_list", lines)
     out = []
     if "images" in h:
@@ -266,6 +309,17 @@ def _images(h: dict, meta: dict, lines: Lines) -> list | None:
                 out.append({"image_url": item})
                 continue
             item = _item(item, IMAGE_KEYS, f"images[{i}]", line)
+            if "from" in item:
+                ref = _reference(item, ("metadata", "image_list", i, "image_url"), "frame", f"images[{i}]", line)
+                references.append(ref)
+                entry = {"image_url": ref.token}
+                if "type" in item:
+                    entry["type"] = _choice(item["type"], IMAGE_TYPES, f"images[{i}].type", line)
+                out.append(entry)
+                continue
+            if "frame" in item:
+                raise SpecError("`frame` goes with `from` (a frame of an earlier generation)", field=f"images[{i}]",
+                                line=line)
             entry = {"image_url": _url_or_path(item, f"images[{i}]", line)}
             if "type" in item:
                 entry["type"] = _choice(item["type"], IMAGE_TYPES, f"images[{i}].type", line)
@@ -277,7 +331,7 @@ def _images(h: dict, meta: dict, lines: Lines) -> list | None:
     return None
 
 
-def _videos(h: dict, lines: Lines) -> list | None:
+def _videos(h: dict, lines: Lines, references: list[Reference]) -> list | None:
     if "videos" in h and "video_list" in h:
         raise SpecError("give either `videos` or `video_list`, not both", field="videos", line=lines.of("videos"))
     out = []
@@ -287,10 +341,17 @@ def _videos(h: dict, lines: Lines) -> list | None:
             if isinstance(item, str):
                 item = {"url": item}
             item = _item(item, VIDEO_KEYS, f"videos[{i}]", line)
-            if not isinstance(item.get("url"), str) or not item["url"].strip():
-                raise SpecError("needs a `url`", field=f"videos[{i}]", line=line)
+            if "from" in item:
+                ref = _reference(item, ("video_list", i, "video_url"), "video", f"videos[{i}]", line)
+                references.append(ref)
+                url = ref.token
+            elif not isinstance(item.get("url"), str) or not item["url"].strip():
+                raise SpecError("needs a `url` (or `from: NAME` for an earlier generation)", field=f"videos[{i}]",
+                                line=line)
+            else:
+                url = item["url"].strip()
             out.append({
-                "video_url": item["url"].strip(),
+                "video_url": url,
                 "refer_type": _choice(item.get("refer_type", "base"), REFER_TYPES, f"videos[{i}].refer_type", line),
                 "keep_original_sound": _yes_no(item.get("keep_original_sound", "no"),
                                                f"videos[{i}].keep_original_sound", line),

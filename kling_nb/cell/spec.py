@@ -37,7 +37,7 @@ import yaml
 
 from ..contract import MODEL, billing_class
 from ..errors import SpecError
-from .fields import TOP_LEVEL, Lines, LocalFile, build_body
+from .fields import BATCH_KEYS, TOP_LEVEL, Lines, LocalFile, Reference, build_body
 from .sweep import expand, labels
 
 __all__ = ["Batch", "LINE_HELP", "LocalFile", "Options", "Request", "from_fields", "parse", "parse_batch"]
@@ -62,14 +62,24 @@ class Request:
     warnings: tuple[str, ...] = ()
     options: Options = Options()
     label: dict = field(default_factory=dict)
+    references: tuple[Reference, ...] = ()  # images/videos taken from earlier generations
+    name: str | None = None  # a shot's own name (NAME_1, NAME_2, ...); else the cell's --name
 
     @property
     def identity(self) -> str:
         """sha256 of the canonical body, each local file standing for its content hash: the
         same request gives the same identity wherever its images live."""
+        return self.identity_for({})
+
+    def identity_for(self, upstream: Mapping[str, str]) -> str:
+        """The identity when the references stand for what they refer to: each by the identity
+        of the generation it names (`upstream`: name -> identity) and the frame chosen, so a
+        re-run of a finished story is recognised even though no URL is known yet."""
         body = copy.deepcopy(self.body)
         for local in self.uploads:
             _set(body, local.where, f"sha256:{local.sha256}")
+        for ref in self.references:
+            _set(body, ref.where, ref.token.replace(ref.name, upstream.get(ref.name, ref.name), 1))
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -77,11 +87,14 @@ class Request:
     def billing_class(self) -> str:
         return billing_class(self.body)
 
-    def with_urls(self, urls: Mapping[str, str]) -> dict:
-        """The body to POST once local files are uploaded (sha256 -> URL)."""
+    def with_urls(self, urls: Mapping[str, str], resolved: Mapping[tuple, str] | None = None) -> dict:
+        """The body to POST once local files are uploaded (sha256 -> URL) and references are
+        resolved (place in the body -> URL)."""
         body = copy.deepcopy(self.body)
         for local in self.uploads:
             _set(body, local.where, urls[local.sha256])
+        for where, url in (resolved or {}).items():
+            _set(body, where, url)
         return body
 
     def curl(self, base_url: str) -> str:
@@ -103,6 +116,7 @@ class Batch:
     requests: tuple[Request, ...]
     options: Options
     warnings: tuple[str, ...] = ()
+    film: str | None = None  # a `shots:` cell: the name its stitched film is shown under
 
 
 def parse(cell: str, line: str = "", namespace: dict | None = None, *, allowed_models=(MODEL,), base_dir=None) -> Request:
@@ -126,18 +140,15 @@ def parse_batch(cell: str, line: str = "", namespace: dict | None = None, *, all
     header_text, first_line, body_prompt, body_prompt_line = split_cell(cell)
     header, lines = load_header(header_text, first_line)
     base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
+    if "shots" in header:
+        return _shots(header, lines, body_prompt, options, base, namespace, tuple(allowed_models))
     variants = expand(header, lines)
     requests = []
     for (variant, _changed), label in zip(variants, labels([c for _, c in variants])):
         prompt = _prompt(variant, header, body_prompt, lines)
         prompt_line = body_prompt_line if prompt == body_prompt else None
         fields = {k: v for k, v in variant.items() if k != "prompt"}
-        body, uploads, warnings = build_body(
-            fields, prompt, lines=lines, base_dir=base, namespace=namespace if namespace is not None else {},
-            allowed_models=tuple(allowed_models), prompt_line=prompt_line)
-        if len(json.dumps(body)) > MAX_BODY_BYTES:
-            raise SpecError(f"the request body would be over {MAX_BODY_BYTES // 1024} KB; keep it small")
-        requests.append(Request(body, tuple(uploads), tuple(warnings), options, label))
+        requests.append(_request(fields, prompt, lines, base, namespace, allowed_models, prompt_line, options, label))
     seen: dict[str, int] = {}
     for i, request in enumerate(requests, 1):
         if request.identity in seen:  # two tiles of one request would be one billed task, twice
@@ -147,15 +158,71 @@ def parse_batch(cell: str, line: str = "", namespace: dict | None = None, *, all
     return Batch(tuple(requests), options)
 
 
+def _request(fields, prompt, lines, base, namespace, allowed_models, prompt_line, options, label,
+             name: str | None = None) -> Request:
+    body, uploads, warnings, references = build_body(
+        fields, prompt, lines=lines, base_dir=base, namespace=namespace if namespace is not None else {},
+        allowed_models=tuple(allowed_models), prompt_line=prompt_line)
+    if len(json.dumps(body)) > MAX_BODY_BYTES:
+        raise SpecError(f"the request body would be over {MAX_BODY_BYTES // 1024} KB; keep it small")
+    own = name or options.name
+    for ref in references:
+        if ref.name == own:
+            raise SpecError(f"`from: {ref.name}` refers to this very generation", field="from", line=lines.of("images")
+                            or lines.of("videos"))
+    return Request(body, tuple(uploads), tuple(warnings), options, label, tuple(references), name)
+
+
+_SHOT_PLACEHOLDER = re.compile(r"<<<image_([1-9][0-9]*)>>>")
+
+
+def _shots(header, lines, style, options, base, namespace, allowed_models) -> Batch:
+    """`shots:` — a sequence generated in order, each continuing from the previous shot's last
+    frame (unless `continue: false`), then stitched into one film named by --name."""
+    if options.name is None:
+        raise SpecError("a `shots:` cell needs --name: the film's name (its shots are NAME_1, NAME_2, ...)",
+                        field="shots", line=lines.of("shots"))
+    if "sweep" in header or "variants" in header:
+        raise SpecError("`shots:` cannot be combined with sweep or variants", field="shots", line=lines.of("shots"))
+    shots = header["shots"]
+    if not isinstance(shots, list) or not shots:
+        raise SpecError("must be a list of shots: each a prompt, or a mapping with `prompt` and header fields",
+                        field="shots", line=lines.of("shots"))
+    base_fields = {k: v for k, v in header.items() if k not in ("shots", "prompt")}
+    requests = []
+    for i, shot in enumerate(shots, 1):
+        line = lines.of("shots", i - 1)
+        if isinstance(shot, str):
+            shot = {"prompt": shot}
+        if not isinstance(shot, dict) or not isinstance(shot.get("prompt"), str):
+            raise SpecError("each shot is a prompt, or a mapping with `prompt`", field=f"shots[{i - 1}]", line=line)
+        fields = {**base_fields, **{k: v for k, v in shot.items() if k not in ("prompt", "continue")}}
+        prompt = shot["prompt"] + (f", {style}" if style else "")
+        keep_going = shot.get("continue", True)
+        if not isinstance(keep_going, bool):
+            raise SpecError("`continue` must be true or false", field=f"shots[{i - 1}].continue", line=line)
+        if i > 1 and keep_going:
+            # The previous shot's last frame becomes image 1 (the first frame); the shot's own
+            # images, if any, move up one place, and so do their placeholders.
+            prompt = "Continuing from <<<image_1>>>: " + _SHOT_PLACEHOLDER.sub(
+                lambda m: f"<<<image_{int(m.group(1)) + 1}>>>", prompt)
+            own = fields.get("images", [])
+            fields["images"] = [{"from": f"{options.name}_{i - 1}", "frame": "last", "type": "first_frame"},
+                                *(own if isinstance(own, list) else [own])]
+        requests.append(_request(fields, prompt, lines, base, namespace, allowed_models, None, options,
+                                 {"shot": i}, name=f"{options.name}_{i}"))
+    return Batch(tuple(requests), options, film=options.name)
+
+
 def from_fields(prompt: str, fields: dict, *, base_dir=None, allowed_models=(MODEL,)) -> Request:
     """A request from Python values (kling_nb.generate): the same rules as a cell, no YAML,
     no brace filling (Python has f-strings)."""
     if not isinstance(prompt, str):
         raise SpecError("the prompt must be a string", field="prompt")
     base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
-    body, uploads, warnings = build_body(dict(fields), prompt, lines=Lines(), base_dir=base, namespace=None,
-                                         allowed_models=tuple(allowed_models))
-    return Request(body, tuple(uploads), tuple(warnings))
+    body, uploads, warnings, references = build_body(dict(fields), prompt, lines=Lines(), base_dir=base,
+                                                     namespace=None, allowed_models=tuple(allowed_models))
+    return Request(body, tuple(uploads), tuple(warnings), references=tuple(references))
 
 
 # -- the magic line ----------------------------------------------------------------------
@@ -222,7 +289,7 @@ def split_cell(cell: str) -> tuple[str, int, str, int]:
 
 
 # A first line such as `mode: pro` or `duration: 10` in a cell without `---`.
-_HEADER_KEY = re.compile(r"^\s*(" + "|".join(map(re.escape, TOP_LEVEL + ("sweep", "variants"))) + r")\s*:(\s|$)")
+_HEADER_KEY = re.compile(r"^\s*(" + "|".join(map(re.escape, TOP_LEVEL + BATCH_KEYS)) + r")\s*:(\s|$)")
 
 
 def _is_pasted_body(cell: str) -> bool:

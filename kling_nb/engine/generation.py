@@ -190,6 +190,24 @@ class Generation:
                 )
         return self
 
+    def frame(self, which: str | float = "last") -> Any:
+        """A frame of the finished video as a PIL image: "first", "last" or a time in seconds."""
+        from ..media import frames
+
+        return frames.frame(self._video(), which)
+
+    def frames(self) -> Any:
+        """The finished video's frames as RGB numpy arrays (for mediapy, matplotlib...)."""
+        from ..media import frames
+
+        return frames.frames(self._video())
+
+    def _video(self) -> Path:
+        path = self._snap.video_path
+        if path is None:
+            raise KlingError(f"{self._snap.name or 'this generation'} has no saved video ({self._snap.status})")
+        return path
+
     def add_listener(self, fn: Callable[[Snapshot], None]) -> None:
         """`fn(snapshot)` after every transition, from the thread that made it."""
         with self._lock:

@@ -229,8 +229,11 @@ class Journal:
         label: dict | None = None,
         force: bool = False,
         run_id: str | None = None,
-        output_dir: Path | None = None,
+        waiting: bool = False,
     ) -> tuple[str, Record]:
+        """What to do about this request, decided atomically. A new row starts 'submitting'
+        (the POST follows at once) or, for a request that waits on another generation,
+        'waiting': nothing is sent until claim() turns it into 'submitting'."""
         if self.read_only:
             record = None if force else self.latest(identity)
             decision = _decide(record) if record is not None else None
@@ -246,16 +249,32 @@ class Journal:
                 decision = _decide(_record(row)) if row is not None else None
                 if decision is not None:
                     return decision, _record(row)
+                if row is not None and _record(row).status == "waiting":
+                    return "new", _record(row)  # nothing was sent for it: whoever claims it submits
             now = self._clock()
+            status = "waiting" if waiting else "submitting"
             cur = db.execute(
                 "INSERT INTO generations (identity, run_id, name, label, body, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?)",
-                (identity, run_id or uuid.uuid4().hex, name, _json(label or {}), _json(body), now, now),
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (identity, run_id or uuid.uuid4().hex, name, _json(label or {}), _json(body), status, now, now),
             )
-            db.execute(
-                "INSERT INTO events VALUES (?, ?, 'submitting', 0)", (cur.lastrowid, now)
-            )
+            db.execute("INSERT INTO events VALUES (?, ?, ?, 0)", (cur.lastrowid, now, status))
             return "new", self._get(db, cur.lastrowid)
+
+        return self._write(steps)
+
+    def claim(self, record_id: int) -> bool:
+        """A waiting row is about to be submitted: True for the one caller that turns it into
+        'submitting' (two kernels running the same story never both submit it)."""
+        def steps(db):
+            now = self._clock()
+            cur = db.execute("UPDATE generations SET status = 'submitting', updated_at = ? WHERE id = ?"
+                             " AND status = 'waiting'", (now, record_id))
+            if cur.rowcount:
+                db.execute("INSERT INTO events VALUES (?, ?, 'submitting', 0)", (record_id, now))
+            return cur.rowcount == 1
+
+        return self._write(steps)
 
         return self._write(steps)
 

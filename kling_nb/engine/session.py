@@ -17,6 +17,8 @@ Pillow) is started only when a keyless generation is run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 import time
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract import DEFAULT_BASE_URL
-from ..errors import ConfigError, KlingError, SubmitUnknownError
+from ..errors import ConfigError, KlingError, SpecError, SubmitUnknownError
 from ..media import frames
 from ..service.client import Client
 from ..service.secret import Secret
@@ -34,7 +36,9 @@ from .journal import Journal
 from .schedule import PollSchedule
 from .tracker import Backend, Tracker, expired_error
 
-SIM_KEY = "simulated"  # the embedded simulator accepts any key; this one is not a secret
+# The embedded simulator accepts any key; this one is not a secret, and (unlike "simulated")
+# it never occurs in the simulator's own words, which the client scrubs of the key.
+SIM_KEY = "sk-kling-simulator"
 _SETTINGS = ("output_dir", "base_url", "api_key", "schedule", "deadline_s", "sim_config", "client_options")
 
 
@@ -152,8 +156,7 @@ class Runtime:
                 self.simulator = Simulator(config=config).start()
             client = Client(self.simulator.base_url, SIM_KEY, environ={}, **self._client_options)
         else:
-            client = Client(self._base_url, self._key.reveal() if self._key else None, environ=self._environ,  # TODO(secret): pass the holder
-                            **self._client_options)
+            client = Client(self._base_url, self._key, environ=self._environ, **self._client_options)
         self._clients.append(client)
         return client
 
@@ -181,37 +184,88 @@ class Runtime:
             simulator.stop()
 
     # -- the money decision ------------------------------------------------------------
-    def identity(self, request) -> str:
+    def identity(self, request, upstream: dict[str, Generation] | None = None) -> str:
         """Simulated and real results must never be mistaken for each other: a simulated
         request gets its own identity. (A real result is still reused by a keyless run: see
-        run(), so a class can share a folder of real videos.)"""
-        return ("sim:" + request.identity) if self.simulated else request.identity
+        run(), so a class can share a folder of real videos.) A request that refers to earlier
+        generations is known by theirs."""
+        own = request.identity_for({n: g.identity or n for n, g in (upstream or {}).items()})
+        return ("sim:" + own) if self.simulated else own
+
+    def check_references(self, requests) -> None:
+        """Every name a batch refers to exists (earlier in the batch, this session or the
+        journal) before anything of it is sent."""
+        known = set()
+        for request in requests:
+            for ref in request.references:
+                if ref.name not in known:
+                    self._one(ref.name)
+            if request.name:
+                known.add(request.name)
+
+    def _one(self, name: str) -> Generation:
+        found = self.by_name(name)
+        if not found:
+            raise SpecError(f"no generation named {name!r} in this session or the journal", field="from")
+        if len(found) > 1:
+            raise SpecError(f"{name!r} names {len(found)} generations (a sweep): refer to one of them by its own "
+                            "--name", field="from")
+        return found[0]
 
     def run(self, request, *, name: str | None = None, force: bool = False, run_id: str | None = None) -> Generation:
         journal = self.journal
         run_id = run_id or uuid.uuid4().hex
+        name = request.name or name
+        upstream = {ref.name: self._one(ref.name) for ref in request.references}
         gen = Generation(request, name=name, label=request.label, simulated=self.simulated,
-                         identity=self.identity(request), run_id=run_id)
+                         identity=self.identity(request, upstream), run_id=run_id)
         record, decision = None, None
-        if self.simulated and not force:
+        if self.simulated and not force and not upstream:
             real = journal.latest(request.identity)
             if real is not None and real.status == "completed" and real.video_path:
                 if (self.output_dir / real.video_path).exists():
                     record, decision = real, "reuse"
         if record is None:
             decision, record = journal.begin(
-                gen.identity, request.body, name=name, label=request.label, force=force, run_id=run_id
+                gen.identity, request.body, name=name, label=request.label, force=force, run_id=run_id,
+                waiting=bool(upstream),
             )
         backend = self.backend if decision != "reuse" else None
-        self._adopt(gen, record, decision, backend)
+        self._adopt(gen, record, decision, backend, upstream)
         with self._lock:
             self.generations.append(gen)
         return gen
 
-    def _adopt(self, gen: Generation, record, decision: str, backend: Backend | None) -> Generation:
+    def stitch(self, names: list[str], *, name: str, run_id: str | None = None) -> Generation:
+        """One film of named generations, in order; made when they are all completed (the call
+        returns at once), recorded in the journal so a re-run is free."""
+        from ..cell.spec import Request
+
+        if not names:
+            raise SpecError("name the generations to stitch, in order", field="stitch")
+        if not name.isidentifier():
+            raise SpecError(f"the film's name must be a Python variable name, not {name!r}", field="stitch")
+        clips = {n: self._one(n) for n in names}
+        if len(clips) != len(names):
+            raise SpecError("each generation can appear once in a film", field="stitch")
+        body = {"prompt": " + ".join(names), "film": list(names)}
+        identity = "film:" + hashlib.sha256(json.dumps([c.identity for c in clips.values()]).encode()).hexdigest()
+        gen = Generation(Request(body=body), name=name, simulated=any(c.simulated for c in clips.values()),
+                         identity=identity, run_id=run_id or uuid.uuid4().hex)
+        decision, record = self.journal.begin(identity, body, name=name, run_id=gen.run_id, waiting=True)
+        if decision == "reuse":
+            self._adopt(gen, record, decision, None)
+        else:
+            self.tracker.stitch(gen, self.backend, record.id, clips)
+        with self._lock:
+            self.generations.append(gen)
+        return gen
+
+    def _adopt(self, gen: Generation, record, decision: str, backend: Backend | None,
+               upstream: dict[str, Generation] | None = None) -> Generation:
         tracker = self.tracker
         if decision == "new":
-            tracker.start(gen, backend or self.backend, record.id)
+            tracker.start(gen, backend or self.backend, record.id, upstream=upstream)
         elif decision == "reattach":
             tracker.attach(gen, backend or self.backend, record)
         elif decision == "unknown":
@@ -252,7 +306,10 @@ class Runtime:
         if mine:
             newest = mine[-1].run_id
             return [g for g in mine if g.run_id == newest]
-        return [self.from_record(r) for r in self.journal.by_name(name)]
+        gens = [self.from_record(r) for r in self.journal.by_name(name)]
+        with self._lock:
+            self.generations.extend(gens)  # tracked now: %kling wait and later look-ups see them
+        return gens
 
     def from_record(self, record) -> Generation:
         """A generation for a journal entry: its saved video, or its task tracked again."""

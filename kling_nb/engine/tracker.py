@@ -8,6 +8,11 @@ and a Ctrl-C in the main thread never reaches it).
     Tracker.fetch(gen)     download a completed task's video again
     Tracker.await_submit   another kernel is submitting this request: watch its journal row
     Tracker.settle(gen)    a generation whose outcome the journal already knows
+    Tracker.stitch(gen)    cut finished generations into one film
+
+A generation that refers to others (a frame or the video of an earlier shot) waits for them:
+it is submitted the moment they are all completed, with their frames extracted and uploaded,
+and fails without sending anything if one of them does not complete.
     poller thread          sleeps until the next job is due, hands it to a worker
 
 The tracker is the only writer of Generation objects (Generation._transition). Its own
@@ -44,6 +49,7 @@ from ..errors import (
     SubmitUnknownError,
 )
 from ..media import frames
+from ..media.stitch import stitch as stitch_clips
 from .generation import Generation, State, state_for_service
 from .schedule import PollSchedule
 
@@ -89,6 +95,17 @@ class _Entry:
     expects_done: bool = False
     no_url_looks: int = 0
     submitting: bool = False
+    upstream: dict[str, Generation] = field(default_factory=dict)  # name -> what this one waits on
+    waiting_row: bool = False  # its journal row is 'waiting': claim it before submitting
+    released: bool = False  # the upstream all finished and the job was handed out
+
+
+@dataclass(frozen=True)
+class _LocalImage:
+    """A frame saved for upload (the shape of a cell's local file, for the upload cache)."""
+
+    path: Path
+    sha256: str
 
 
 class _Workers:
@@ -138,9 +155,19 @@ class Tracker:
         self._thread.start()
 
     # -- entry points ------------------------------------------------------------------
-    def start(self, gen: Generation, backend: Backend, record_id: int) -> None:
-        """Upload, submit and track a generation whose journal record says 'new'."""
-        self._run(self._submit, _Entry(gen, backend, record_id))
+    def start(self, gen: Generation, backend: Backend, record_id: int, *,
+              upstream: dict[str, Generation] | None = None) -> None:
+        """Upload, submit and track a generation whose journal record says 'new' (after the
+        generations it refers to, if any, are completed)."""
+        entry = _Entry(gen, backend, record_id, upstream=dict(upstream or {}), waiting_row=bool(upstream))
+        if entry.upstream:
+            self._after_upstream(entry, self._submit)
+        else:
+            self._run(self._submit, entry)
+
+    def stitch(self, gen: Generation, backend: Backend, record_id: int, clips: dict[str, Generation]) -> None:
+        """Cut `clips` (in order) into one film once they are all completed."""
+        self._after_upstream(_Entry(gen, backend, record_id, upstream=dict(clips)), self._stitch)
 
     def attach(self, gen: Generation, backend: Backend, record: Record, *, origin: str = "reattached") -> None:
         """Track a task that already exists."""
@@ -180,6 +207,19 @@ class Tracker:
         """Look at the due jobs now (tests that move an injected clock call this)."""
         with self._cond:
             self._cond.notify()
+
+    def _after_upstream(self, entry: _Entry, job: Callable[[_Entry], None]) -> None:
+        entry.gen._transition(State.WAITING, waiting_for=", ".join(entry.upstream))
+        for up in entry.upstream.values():
+            up.add_listener(lambda snap: snap.done and self._release(entry, job))
+        self._release(entry, job)  # some may have finished before the listeners were added
+
+    def _release(self, entry: _Entry, job: Callable[[_Entry], None]) -> None:
+        with self._cond:
+            if entry.released or not all(up.snapshot().done for up in entry.upstream.values()):
+                return
+            entry.released = True
+        self._run(job, entry)
 
     # -- the poller thread -------------------------------------------------------------
     def _schedule(self, job: Callable[[_Entry], None], entry: _Entry, delay: float) -> None:
@@ -225,14 +265,26 @@ class Tracker:
 
     def _submit(self, entry: _Entry) -> None:
         gen, b = entry.gen, entry.backend
+        missing = self._not_completed(entry)
+        if missing:
+            self._fail(entry, KlingError(f"{missing} did not complete, so nothing was sent for this generation"))
+            return
         try:
-            urls = {}
-            if gen.request.uploads:
+            urls: dict[str, str] = {}
+            resolved: dict[tuple[Any, ...], str] = {}
+            if gen.request.uploads or gen.request.references:
                 if gen.status == State.WAITING:
-                    gen._transition(State.UPLOADING)
+                    gen._transition(State.UPLOADING, waiting_for=None)
                 for local in gen.request.uploads:
                     urls[local.sha256] = self._upload(b, local)
-            body = gen.request.with_urls(urls) if urls else gen.request.body
+                for ref in gen.request.references:
+                    resolved[ref.where] = self._resolve(entry, ref)
+            if entry.waiting_row and not b.journal.claim(entry.record_id):
+                # Another kernel running the same story claimed it first: follow its submit.
+                gen._transition(State.SUBMITTING, waiting_for="another kernel's submit of this request")
+                self._schedule(self._check_other_submit, entry, 0.0)
+                return
+            body = gen.request.with_urls(urls, resolved) if (urls or resolved) else gen.request.body
             gen._transition(State.SUBMITTING, body=body, task_id=None, progress=0)
             entry.submitting = True
             self._schedule(self._heartbeat, entry, HEARTBEAT_S)
@@ -245,6 +297,29 @@ class Tracker:
         b.journal.set_task(entry.record_id, task)
         entry.started = self._clock()
         self._apply(entry, task)
+
+    def _not_completed(self, entry: _Entry) -> str | None:
+        """The name of a generation this one waits on that did not complete, if any."""
+        for name, up in entry.upstream.items():
+            snap = up.snapshot()
+            if snap.status != State.COMPLETED or snap.video_path is None:
+                return f"{name} ({snap.status})"
+        return None
+
+    def _resolve(self, entry: _Entry, ref: Any) -> str:
+        """The URL that stands for a reference: a frame of the earlier video, extracted here
+        and uploaded once (by content), or the earlier video's own result URL."""
+        up = entry.upstream[ref.name].snapshot()
+        b = entry.backend
+        if ref.kind == "video":
+            if not up.url or (up.expires_at is not None and up.expires_at <= self._wall()):
+                raise ExpiredError(
+                    f"the video URL of {ref.name} has expired (result URLs last 24 h) and the service takes "
+                    f"reference videos by URL only: re-run {ref.name} with --force, or host its video and give the URL")
+            return up.url
+        assert up.video_path is not None
+        still = frames.save_frame(up.video_path, ref.frame, b.output_dir / "frames")
+        return self._upload(b, _LocalImage(still, sha256_of(still)))
 
     def _heartbeat(self, entry: _Entry) -> None:
         if entry.submitting:
@@ -372,6 +447,19 @@ class Tracker:
             return
         b.journal.record_video(entry.record_id, str(path.relative_to(b.output_dir)), digest)
         gen._transition(State.COMPLETED, progress=100, video_path=path, poster_path=frames.ensure_poster(path))
+
+    def _stitch(self, entry: _Entry) -> None:
+        gen, b = entry.gen, entry.backend
+        missing = self._not_completed(entry)
+        if missing:
+            self._fail(entry, KlingError(f"{missing} did not complete, so the film was not made"))
+            return
+        clips = [up.snapshot().video_path for up in entry.upstream.values()]
+        dest = video_path_for(b.output_dir, f"{gen.name or 'film'}-film", (gen.identity or "")[-12:])
+        path = stitch_clips([c for c in clips if c is not None], dest)
+        b.journal.record_video(entry.record_id, str(path.relative_to(b.output_dir)), sha256_of(path))
+        gen._transition(State.COMPLETED, progress=100, video_path=path, poster_path=frames.ensure_poster(path),
+                        waiting_for=None)
 
     def _detach(self, entry: _Entry, err: KlingError) -> None:
         """Stop tracking, keep the task resumable: the journal keeps its status."""

@@ -66,6 +66,23 @@ def make_poster(video: Path) -> Path:
     return dest
 
 
+def save_frame(video: Path, which: str | float, folder: Path) -> Path:
+    """A frame written as PNG (lossless: the upload is exactly the frame) into `folder`, named
+    after the video and the frame; atomic."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = which if isinstance(which, str) else f"{float(which):g}s"
+    dest = folder / f"{video.stem}-{tag}.png"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kling-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            frame(video, which).save(f, "PNG")
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
 def frame(video: Path, which: str | float = "last") -> Any:
     """One frame as a PIL image: "first", "last" (the real last decoded frame, found by seeking
     near the end rather than decoding from the start), or a time in seconds."""

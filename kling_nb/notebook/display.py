@@ -99,6 +99,9 @@ class CellOutput:
         if _kernel_shell() is None:
             for s in self.snapshots():
                 print(render.status_line(s))
+            if self.done:  # already final: that was its last line too
+                self._final_sent.set()
+                return
         elif self.done:
             publish(self.final_bundle(), display_id=self.display_id, update=False)
             self._final_sent.set()

@@ -47,12 +47,20 @@ _COMMANDS: list[tuple[str, list[tuple[str, dict]], str]] = [
     ("resume", [], "re-attach every in-flight task of the project after a restart"),
     ("login", [], "read an API key with getpass (kept in memory only)"),
     ("status", [], "where requests go (simulator or service) and the output folder"),
+    ("stitch", [("names", dict(nargs="+", metavar="A B ..")), ("--name", dict(required=True, metavar="FILM"))],
+     "cut named generations, in order, into one film (made when they are done; a re-run is free)"),
     ("export", [("notebook", dict(metavar="NOTEBOOK.ipynb")), ("--embed", dict(action="store_true"))],
      "write NOTEBOOK.html with every result (--embed: videos inside the page, one self-contained file)"),
     ("help", [], "this list"),
 ]
+def _usage(dest: str, kw: dict) -> str:
+    if not dest.startswith("--"):
+        return kw["metavar"]
+    return f"{dest} {kw['metavar']}" if "metavar" in kw else f"[{dest}]"
+
+
 LINE_COMMANDS = "\n".join(
-    f"%kling {(name + ' ' + ' '.join(kw.get('metavar', f'[{dest}]') for dest, kw in args)).strip():<32} {help}"
+    f"%kling {(name + ' ' + ' '.join(_usage(dest, kw) for dest, kw in args)).strip():<32} {help}"
     for name, args, help in _COMMANDS
 )
 
@@ -155,20 +163,30 @@ class KlingMagics(Magics):
                     "add --yes to the magic line to confirm",
                     field="sweep",
                 )
+        runtime.check_references(batch.requests)
         run_id = uuid.uuid4().hex
         gens = Generations(runtime.run(r, name=opts.name, force=opts.force, run_id=run_id) for r in batch.requests)
         output = self._output(gens, grid=count > 1, title=opts.name or "")
         output.show()
+        if batch.film:  # a `shots:` cell: the shots above, the film they make below
+            film = runtime.stitch([g.name for g in gens], name=batch.film, run_id=run_id)
+            self._output([film]).show()
         if not opts.wait and frontend() == "colab" and not self._told_colab:
             self._told_colab = True
             print("Colab does not show updates sent from background threads: the result appears when you run "
                   "`%kling wait` (or add --wait to the cell).")
         if opts.name:
-            self.shell.user_ns[opts.name] = gens if count > 1 else gens[0]
+            self.shell.user_ns[opts.name] = film if batch.film else (gens if count > 1 else gens[0])
         if opts.wait:
             gens.wait()
-            output.finalize_here()
+            if batch.film:
+                film.wait()
+            self._finalize_all()
         return None
+
+    def _finalize_all(self) -> None:
+        for output in list(self.runtime.outputs):
+            output.finalize_here()
 
     # -- %kling ------------------------------------------------------------------------
     @line_magic("kling")
@@ -186,8 +204,7 @@ class KlingMagics(Magics):
     def _cmd_wait(self, args):
         runtime = self.runtime
         runtime.wait_all()
-        for output in list(runtime.outputs):
-            output.finalize_here()
+        self._finalize_all()
         gens = list(runtime.generations)
         failed = [g for g in gens if g.error]
         print(f"{len(gens) - len(failed)} generation(s) done" + (f", {len(failed)} with errors" if failed else ""))
@@ -242,6 +259,11 @@ class KlingMagics(Magics):
             if not gens:
                 raise SpecError(f"no generation named {args.entry!r} in this session or the journal")
         self._show(Generations(gens), grid=len(gens) > 1, title=args.entry)
+
+    def _cmd_stitch(self, args):
+        film = self.runtime.stitch(args.names, name=args.name)
+        self.shell.user_ns[args.name] = film
+        self._show(Generations([film]))
 
     def _cmd_export(self, args):
         from .export import export, plan

@@ -153,8 +153,21 @@ class State:
                     mode=body.get("mode", DEFAULT_MODE),
                     duration=body.get("duration", DEFAULT_DURATION),
                     aspect_ratio=body.get("aspect_ratio", "16:9"),
+                    first_frame=self.first_frame_of(body),
                 )
             return task.video
+
+
+    def first_frame_of(self, body: dict) -> Path | None:
+        """The uploaded image a request starts from (its `first_frame`), if it is one of ours:
+        the clip then opens on it, so a continued shot visibly starts where the last ended."""
+        items = (body.get("metadata") or {}).get("image_list") or []
+        for item in items:
+            if isinstance(item, dict) and item.get("type") == "first_frame":
+                name = str(item.get("image_url", "")).rsplit("/_sim/uploads/", 1)[-1]
+                upload = self.uploads.get(name.split(".")[0])
+                return upload[0] if upload else None
+        return None
 
 
 def new_task_id() -> str:
