@@ -346,7 +346,7 @@ def test_identity_follows_content_not_path(media):
 
 @pytest.mark.parametrize(
     "name, reason",
-    [("big.png", "10 MB"), ("notes.png", "not an image"), ("empty.png", "empty"), ("clip.mp4", "is a video"),
+    [("big.png", "the upload limit is 10,485,760 bytes"), ("notes.png", "not an image"), ("empty.png", "empty"), ("clip.mp4", "is a video"),
      ("missing.png", "no such file")],
 )
 def test_bad_local_images(media, name, reason):
