@@ -47,6 +47,7 @@ __all__ = [
     "compare",
     "generate",
     "load_ipython_extension",
+    "login",
     "parse",
     "parse_batch",
     "stitch",
@@ -89,6 +90,14 @@ def generate(prompt: str, *, name: str | None = None, force: bool = False, show:
         runtime.outputs.append(output)
         output.show()
     return gen
+
+
+def login(key: str) -> None:
+    """Use this key for new generations (like `%kling login`, for a key read from a file or a
+    secret store). Running generations go on with theirs; the key is never printed."""
+    from .notebook.extension import current_runtime
+
+    current_runtime().set_key(key)
 
 
 def stitch(names: list[str], *, name: str, show: bool = True) -> Generation:

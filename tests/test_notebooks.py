@@ -36,6 +36,9 @@ def test_notebook_runs_keyless_and_keeps_its_videos(name, tmp_path):
     nb = nbformat.read(tmp_path / name, as_version=4)
     assert nb.cells[-1].source.strip() == "%kling wait", "headless runs keep every output only after a wait"
     nb = run(nb, tmp_path, {"TOAPIS_API_KEY": "", "TOAPIS_BASE_URL": ""}, timeout=300)
+    # A notebook that starts a simulated service of its own (07) points kling_nb at it as at the
+    # real one: those outputs cannot know they are simulated. Every other one must say so.
+    own_service = any("KlingMagics.base_url" in c.source for c in nb.cells)
 
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -51,4 +54,5 @@ def test_notebook_runs_keyless_and_keeps_its_videos(name, tmp_path):
             for src in srcs:
                 assert not src.startswith(("/", "http")), src  # relative to the notebook
                 assert (tmp_path / src).stat().st_size > 1000
-            assert "Simulated" in html_of(cell) or "simulated" in html_of(cell)
+            if not own_service:
+                assert "Simulated" in html_of(cell) or "simulated" in html_of(cell)

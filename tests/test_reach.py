@@ -53,12 +53,12 @@ def test_every_saved_shape_carries_stills_and_no_path_of_this_machine(sim, tmp_p
     for data in found:
         html = data["text/html"]
         assert base64.b64decode(data["image/jpeg"]).startswith(JPEG)  # the image entry of static viewers
-        stills = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)"', html)
+        stills = re.findall(r'poster="data:image/jpeg;base64,([^"]+)"', html)
         assert stills and all(base64.b64decode(s).startswith(JPEG) for s in stills)
         assert all(len(base64.b64decode(s)) <= 20_000 for s in stills)
-        assert re.search(r'poster="kling_outputs/[^"]+\.jpg"', html)
+        assert re.search(r'<img src="kling_outputs/[^"]+\.jpg"', html)  # where a sanitizer strips <video>
     grid = found[1]["text/html"]
-    assert len(re.findall(r"<video ", grid)) == 2 and len(re.findall(r"<img src=\"data:", grid)) == 2
+    assert len(re.findall(r"<video ", grid)) == 2 and len(re.findall(r'poster="data:', grid)) == 2
     failure = [d for c, d in bundles(nb) if "broken" in c.source and "text/html" in d][0]
     assert 'class="kling-badge"' in failure["text/html"] and ">failed</span>" in failure["text/html"]
     saved = (tmp_path / "executed.ipynb").read_text()
@@ -171,7 +171,7 @@ def snap(**kw):
 
 
 def test_grid_controls_are_built_by_its_script_so_none_are_dead_without_it():
-    media = render.Media(src="kling_outputs/a.mp4", poster="kling_outputs/a.jpg", still="AAAA")
+    media = render.Media(src="kling_outputs/a.mp4", still="AAAA", still_src="kling_outputs/a.jpg")
     html = render.grid_html([(snap(label={"mode": "pro"}), media), (snap(label={"mode": "std"}), media)], title="t")
     static = re.sub(r"<script>.*?</script>", "", html, flags=re.S)
     assert "<button" not in static and "<input" not in static and " hidden" not in static
@@ -214,6 +214,7 @@ def test_export_writes_a_page_and_embed_makes_it_self_contained(sim, tmp_path):
     page = (tmp_path / "one.html").read_text()
     assert re.search(r'<video [^>]*src="data:video/mp4;base64,', page) and 'src="kling_outputs/' not in page
     assert re.search(r'<video [^>]*poster="data:image/jpeg;base64,', page)
+    assert 'src="kling_outputs/' not in page.split("<body")[1]
 
 
 def test_export_never_reads_outside_the_notebook_folder(tmp_path):

@@ -90,9 +90,9 @@ class Snapshot:
     """A generation frozen at one moment: what every view, and every reader, is built from."""
 
     status: State
-    body: dict
+    body: dict[str, Any]
     name: str | None = None
-    label: dict = field(default_factory=dict)
+    label: dict[str, Any] = field(default_factory=dict)
     progress: int = 0
     service_status: str | None = None  # the service's own word (e.g. `submitted`)
     task_id: str | None = None
@@ -128,7 +128,7 @@ class Generation:
         request: Request,
         *,
         name: str | None = None,
-        label: dict | None = None,
+        label: dict[str, Any] | None = None,
         simulated: bool = False,
         identity: str | None = None,
         run_id: str | None = None,
@@ -243,7 +243,7 @@ class Generation:
         return snap
 
 
-class Generations(list):
+class Generations(list[Generation]):
     """The generations of one sweep or compare, in grid order, with a combined wait."""
 
     def wait(self, timeout: float | None = None) -> Generations:

@@ -32,8 +32,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..contract import FINAL_STATUSES
 from ..errors import ConfigError
@@ -78,6 +80,7 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 UPLOAD_MARGIN_S = 60.0  # never hand out an upload URL about to expire
 _STATUS_WORD = re.compile(r"[a-z_]{1,32}")
+_T = TypeVar("_T")
 
 
 class JournalError(ConfigError):
@@ -90,8 +93,8 @@ class Record:
     identity: str
     run_id: str
     name: str | None
-    label: dict = field(default_factory=dict)
-    body: dict = field(default_factory=dict)
+    label: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
     task_id: str | None = None
     status: str = "submitting"
     progress: int = 0
@@ -121,7 +124,7 @@ _COLUMNS = [f for f in Record.__dataclass_fields__]
 
 
 class Journal:
-    def __init__(self, path: str | os.PathLike, *, clock=time.time):
+    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self._clock = clock
         self._local = threading.local()
@@ -188,7 +191,7 @@ class Journal:
                 self._all.append(db)
         return db
 
-    def _write(self, sql_steps):
+    def _write(self, sql_steps: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `sql_steps(db)` in one IMMEDIATE transaction: all of it lands, or none."""
         if self.read_only:
             raise self.read_only_error()
@@ -201,6 +204,20 @@ class Journal:
             raise
         db.execute("COMMIT")
         return result
+
+    # Other records kept in the same file (engine/money.py) go through these two.
+    def transaction(self, sql_steps: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `sql_steps(db)` in one write transaction (JournalError when read-only)."""
+        return self._write(sql_steps)
+
+    def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Read rows; a table this (older or read-only) journal lacks reads as empty."""
+        try:
+            return [tuple(r) for r in self._db().execute(sql, params)]
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                return []
+            raise
 
     def close(self) -> None:
         with self._all_lock:
@@ -223,10 +240,10 @@ class Journal:
     def begin(
         self,
         identity: str,
-        body: dict,
+        body: dict[str, Any],
         *,
         name: str | None = None,
-        label: dict | None = None,
+        label: dict[str, Any] | None = None,
         force: bool = False,
         run_id: str | None = None,
         waiting: bool = False,
@@ -236,12 +253,11 @@ class Journal:
         'waiting': nothing is sent until claim() turns it into 'submitting'."""
         if self.read_only:
             record = None if force else self.latest(identity)
-            decision = _decide(record) if record is not None else None
-            if decision is None:
+            if record is None or (decision := _decide(record)) is None:
                 raise self.read_only_error()
             return decision, record
 
-        def steps(db):
+        def steps(db: sqlite3.Connection) -> tuple[str, Record]:
             if not force:
                 row = db.execute(
                     "SELECT * FROM generations WHERE identity = ? ORDER BY id DESC LIMIT 1", (identity,)
@@ -258,6 +274,7 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (identity, run_id or uuid.uuid4().hex, name, _json(label or {}), _json(body), status, now, now),
             )
+            assert cur.lastrowid is not None  # set by the INSERT just made
             db.execute("INSERT INTO events VALUES (?, ?, ?, 0)", (cur.lastrowid, now, status))
             return "new", self._get(db, cur.lastrowid)
 
@@ -266,7 +283,7 @@ class Journal:
     def claim(self, record_id: int) -> bool:
         """A waiting row is about to be submitted: True for the one caller that turns it into
         'submitting' (two kernels running the same story never both submit it)."""
-        def steps(db):
+        def steps(db: sqlite3.Connection) -> bool:
             now = self._clock()
             cur = db.execute("UPDATE generations SET status = 'submitting', updated_at = ? WHERE id = ?"
                              " AND status = 'waiting'", (now, record_id))
@@ -276,7 +293,10 @@ class Journal:
 
         return self._write(steps)
 
-        return self._write(steps)
+    def would_send(self, identity: str) -> bool:
+        """True when begin() for this identity (without --force) would decide 'new'."""
+        record = self.latest(identity)
+        return record is None or (_decide(record) is None)
 
     def latest(self, identity: str) -> Record | None:
         row = self._db().execute(
@@ -300,7 +320,7 @@ class Journal:
         ):
             return current  # a poll that changed nothing writes nothing (500 waiting tasks stay cheap)
 
-        def steps(db):
+        def steps(db: sqlite3.Connection) -> Record:
             old = self._get(db, record_id)
             now = self._clock()
             db.execute(
@@ -328,7 +348,7 @@ class Journal:
         return self._write(steps)
 
     def record_video(self, record_id: int, video_path: str, sha256: str) -> Record:
-        def steps(db):
+        def steps(db: sqlite3.Connection) -> Record:
             db.execute(
                 "UPDATE generations SET video_path = ?, video_sha256 = ?, status = 'completed', progress = 100,"
                 " error_code = NULL, error_message = NULL, updated_at = ? WHERE id = ?",
@@ -338,7 +358,7 @@ class Journal:
 
         return self._write(steps)
 
-    def record_error(self, record_id: int, code, message: str, *, final: bool = True) -> Record:
+    def record_error(self, record_id: int, code: str | int | None, message: str, *, final: bool = True) -> Record:
         """final=True: the generation failed (a re-run submits again). final=False: the task
         keeps its status (e.g. completed but not downloaded); the message is kept for the user."""
         return self._set_error(record_id, code, message, "failed" if final else None)
@@ -348,8 +368,8 @@ class Journal:
         record stays 'unknown' so that no re-run submits it again on its own (only --force)."""
         return self._set_error(record_id, "submit_unknown", message, "unknown")
 
-    def _set_error(self, record_id: int, code, message: str, new_status: str | None) -> Record:
-        def steps(db):
+    def _set_error(self, record_id: int, code: str | int | None, message: str, new_status: str | None) -> Record:
+        def steps(db: sqlite3.Connection) -> Record:
             old = self._get(db, record_id)
             now = self._clock()
             status = new_status or old.status
@@ -368,7 +388,7 @@ class Journal:
         return self._get(self._db(), record_id)
 
     @staticmethod
-    def _get(db, record_id: int) -> Record:
+    def _get(db: sqlite3.Connection, record_id: int) -> Record:
         row = db.execute("SELECT * FROM generations WHERE id = ?", (record_id,)).fetchone()
         if row is None:
             raise KeyError(f"no journal entry #{record_id}")
@@ -405,6 +425,7 @@ class Journal:
         row = self._db().execute("SELECT url, expires_at FROM uploads WHERE sha256 = ?", (sha256,)).fetchone()
         if row is None:
             return None
+        url: str  # the column is TEXT NOT NULL
         url, expires_at = row
         if expires_at is not None and expires_at <= self._clock() + UPLOAD_MARGIN_S:
             return None
@@ -418,13 +439,20 @@ class Journal:
         )
 
 
-def _json(value) -> str:
+def _json(value: object) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+# Refusals that sending the same request again cannot fix: a re-run shows them, only --force
+# sends again (a quota refusal must not turn "Run All" into a loop of paid attempts).
+NOT_RESENT_CODES = frozenset({"insufficient_quota"})
 
 
 def _decide(record: Record) -> str | None:
     """What an existing record means for a new run of the same request (None: send it)."""
     if record.status == "completed":
+        return "reuse"
+    if record.status == "failed" and record.error_code in NOT_RESENT_CODES:
         return "reuse"
     if record.status != "failed" and record.task_id:
         return "reattach"
@@ -438,7 +466,7 @@ def _damaged(err: sqlite3.DatabaseError) -> bool:
     return "not a database" in text or "malformed" in text or "corrupt" in text
 
 
-def _record(row) -> Record:
+def _record(row: Sequence[Any]) -> Record:
     """A row as a Record, every value checked: a planted journal must not reach the renderer
     as markup, a path outside the folder or a number that is not one."""
     data = dict(zip(_COLUMNS, row))
@@ -463,7 +491,7 @@ def _record(row) -> Record:
     return Record(**data)
 
 
-def _json_dict(text) -> dict:
+def _json_dict(text: Any) -> dict[str, Any]:  # Any: a raw column, whatever a planted file holds
     try:
         value = json.loads(text or "{}")
     except (TypeError, ValueError):

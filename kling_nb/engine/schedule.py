@@ -23,7 +23,7 @@ class PollSchedule:
     margin_s: float = 0.15  # look this long after the predicted end, not before it
     max_s: float = 30.0  # longest spacing, while the predicted end is still far away
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (0 < self.min_s <= self.interval_s <= self.max_s and self.first_s >= 0):
             raise ConfigError(
                 f"the poll schedule needs 0 < poll_min_s <= poll_interval_s <= max and poll_first_s >= 0 "

@@ -33,6 +33,7 @@ from ..service.client import Client
 from ..service.secret import Secret
 from .generation import Generation, State
 from .journal import Journal
+from .money import Meter, key_id
 from .schedule import PollSchedule
 from .tracker import Backend, Tracker, expired_error
 
@@ -142,9 +143,37 @@ class Runtime:
         """What new generations talk to: built from the current settings on first use."""
         with self._lock:
             if self._backend is None:
-                self._backend = Backend(self._make_client(), self.journal, self.output_dir,
-                                        schedule=self.schedule, deadline_s=self.deadline_s)
+                client = self._make_client()
+                meter = Meter(client, self.journal, key="simulator" if self.simulated else key_id(self._key),
+                              simulated=self.simulated)
+                self._backend = Backend(client, self.journal, self.output_dir, schedule=self.schedule,
+                                        deadline_s=self.deadline_s, meter=meter)
             return self._backend
+
+    @property
+    def meter(self) -> Meter:
+        """The balance and spend of the key new generations use."""
+        meter = self.backend.meter
+        assert meter is not None  # every backend this session makes has one
+        return meter
+
+    def would_send(self, requests) -> list:
+        """The requests that a run now would send (not saved, not in flight, not refused
+        for good): what a budget is checked against."""
+        sending = []
+        for request in requests:
+            upstream = {}
+            for ref in request.references:
+                found = self.by_name(ref.name) if self._known(ref.name) else []
+                if len(found) == 1:
+                    upstream[ref.name] = found[0]
+            if self.journal.would_send(self.identity(request, upstream)):
+                sending.append(request)
+        return sending
+
+    def _known(self, name: str) -> bool:
+        with self._lock:
+            return any(g.name == name for g in self.generations) or bool(self.journal.by_name(name))
 
     def _make_client(self) -> Client:
         if self.simulated:

@@ -50,13 +50,15 @@ from ..errors import (
 )
 from ..media import frames
 from ..media.stitch import stitch as stitch_clips
-from .generation import Generation, State, state_for_service
+from .generation import Generation, Snapshot, State, state_for_service
 from .schedule import PollSchedule
 
 if TYPE_CHECKING:
+    from ..cell.fields import LocalFile
     from ..service.client import Client
     from ..service.status import TaskStatus
     from .journal import Journal, Record
+    from .money import Meter
 
 log = logging.getLogger("kling_nb.tracker")
 
@@ -80,6 +82,7 @@ class Backend:
     output_dir: Path
     schedule: PollSchedule = PollSchedule()
     deadline_s: float = 1800.0
+    meter: Meter | None = None  # reads the balance around billed submits (engine/money.py)
 
 
 @dataclass
@@ -88,7 +91,7 @@ class _Entry:
 
     gen: Generation
     backend: Backend
-    record_id: int | None = None
+    record_id: int  # every entry is made for a journal row
     started: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
     misses: int = 0
@@ -113,14 +116,15 @@ class _Workers:
     threads are joined at interpreter exit, which slowed kernel shutdown: design notes 1.)"""
 
     def __init__(self, count: int, name: str):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        # None: a thread's signal to stop
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(count)
         ]
         for t in self._threads:
             t.start()
 
-    def submit(self, fn: Callable, *args: Any) -> None:
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
         self._jobs.put((fn, args))
 
     def _run(self) -> None:
@@ -210,8 +214,12 @@ class Tracker:
 
     def _after_upstream(self, entry: _Entry, job: Callable[[_Entry], None]) -> None:
         entry.gen._transition(State.WAITING, waiting_for=", ".join(entry.upstream))
+        def on_change(snap: Snapshot) -> None:
+            if snap.done:
+                self._release(entry, job)
+
         for up in entry.upstream.values():
-            up.add_listener(lambda snap: snap.done and self._release(entry, job))
+            up.add_listener(on_change)
         self._release(entry, job)  # some may have finished before the listeners were added
 
     def _release(self, entry: _Entry, job: Callable[[_Entry], None]) -> None:
@@ -288,6 +296,8 @@ class Tracker:
             gen._transition(State.SUBMITTING, body=body, task_id=None, progress=0)
             entry.submitting = True
             self._schedule(self._heartbeat, entry, HEARTBEAT_S)
+            if b.meter is not None:
+                b.meter.before_submit()
             task = b.client.submit(body)
         except KlingError as err:
             self._fail(entry, err)
@@ -296,6 +306,8 @@ class Tracker:
             entry.submitting = False
         b.journal.set_task(entry.record_id, task)
         entry.started = self._clock()
+        if b.meter is not None:
+            b.meter.charged(body)
         self._apply(entry, task)
 
     def _not_completed(self, entry: _Entry) -> str | None:
@@ -342,7 +354,7 @@ class Tracker:
                 "connection dropped), so it may have been accepted and billed. Check your dashboard; "
                 "re-run with --force to submit it again."))
 
-    def _upload(self, b: Backend, local) -> str:
+    def _upload(self, b: Backend, local: LocalFile | _LocalImage) -> str:
         url = b.journal.upload_url(local.sha256)
         if url is None:
             url = b.client.upload(local.path)
@@ -384,6 +396,7 @@ class Tracker:
         """The embedded simulator lives and dies with its kernel, and its tasks with it. A
         simulated generation is free, so one lost that way is simply started again."""
         gen, journal = entry.gen, entry.backend.journal
+        assert gen.identity is not None  # the session gives every tracked generation its journal identity
         journal.record_error(
             entry.record_id, "simulator_restarted", "the simulator that ran this task has stopped", final=True
         )
@@ -475,6 +488,8 @@ class Tracker:
         that could not be saved is still a completed, billed task)."""
         gen, journal = entry.gen, entry.backend.journal
         unknown = isinstance(err, SubmitUnknownError)
+        if isinstance(err, QuotaError):
+            err = _quota_error(err, entry.backend.meter)
         try:
             if unknown:
                 journal.mark_unknown(entry.record_id, err.message)
@@ -483,6 +498,20 @@ class Tracker:
         except Exception:
             log.exception("could not record an error in the journal")
         gen._transition(State.UNKNOWN if unknown else State.FAILED, error=err, waiting_for=None)
+
+
+def _quota_error(err: QuotaError, meter: Meter | None) -> QuotaError:
+    """A 402 said plainly: whose quota, what is left if known, what to do, and that nothing
+    will be sent again without asking."""
+    left = ""
+    balance = meter.reading(fresh=True) if meter is not None else None  # one GET, on a rare refusal
+    if balance is not None and balance.remaining_credits is not None:
+        left = f" It has {balance.remaining_credits:g} credits left (%kling balance)."
+    return QuotaError(
+        f"this key's quota is used up ({err.service_message}): the service refused the generation, so "
+        f"nothing was billed.{left} Add credits or use another key (%kling login); a re-run shows this "
+        "again without sending, --force sends it again.",
+        status=err.status, code=err.code, type=err.type)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

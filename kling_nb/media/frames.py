@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import KlingError
+from .files import atomic_file
 
 log = logging.getLogger("kling_nb.frames")
 
@@ -55,14 +54,8 @@ def make_poster(video: Path) -> Path:
         if len(data) <= POSTER_MAX_BYTES:
             break
     dest = poster_path(video)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".kling-", suffix=".jpg")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dest) as f:
+        f.write(data)
     return dest
 
 
@@ -72,14 +65,8 @@ def save_frame(video: Path, which: str | float, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tag = which if isinstance(which, str) else f"{float(which):g}s"
     dest = folder / f"{video.stem}-{tag}.png"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kling-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            frame(video, which).save(f, "PNG")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dest) as f:
+        frame(video, which).save(f, "PNG")
     return dest
 
 

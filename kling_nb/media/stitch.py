@@ -9,13 +9,12 @@ temporary file, checked to play for the summed length, then renamed into place.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from ..errors import KlingError
+from .files import atomic_path
 
 DURATION_SLACK_S = 0.25  # per clip: container and frame rounding
 
@@ -25,27 +24,26 @@ def stitch(clips: list[Path], dest: Path) -> Path:
 
     if not clips:
         raise KlingError("nothing to stitch: no clips were given")
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".kling-", suffix=".mp4")
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        infos = [_info(c) for c in clips]
-        same = all(i[:3] == infos[0][:3] for i in infos)
-        audio = all(i[3] for i in infos)
-        if same:
-            _remux(clips, tmp, audio)
-        else:
-            _reencode(clips, tmp, infos[0][1], infos[0][2], audio)
-        expected = sum(i[4] for i in infos)
-        got = probe_duration(tmp)
-        if abs(got - expected) > DURATION_SLACK_S * len(clips):
-            raise KlingError(f"the stitched film lasts {got:.2f} s, not the {expected:.2f} s of its clips")
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            _write_film(clips, tmp)
         return dest
     except av.error.FFmpegError as err:
         raise KlingError(f"could not stitch the clips: {type(err).__name__}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def _write_film(clips: list[Path], tmp: Path) -> None:
+    infos = [_info(c) for c in clips]
+    same = all(i[:3] == infos[0][:3] for i in infos)
+    audio = all(i[3] for i in infos)
+    if same:
+        _remux(clips, tmp, audio)
+    else:
+        _reencode(clips, tmp, infos[0][1], infos[0][2], audio)
+    expected = sum(i[4] for i in infos)
+    got = probe_duration(tmp)  # the film plays, and for as long as its clips together
+    if abs(got - expected) > DURATION_SLACK_S * len(clips):
+        raise KlingError(f"the stitched film lasts {got:.2f} s, not the {expected:.2f} s of its clips")
 
 
 def probe_duration(path: Path) -> float:
@@ -72,7 +70,12 @@ def _info(path: Path) -> tuple[str, int, int, bool, float]:
 
     with av.open(str(path)) as container:
         v = container.streams.video[0]
-        duration = float(v.duration * v.time_base) if v.duration and v.time_base else container.duration / 1e6
+        if v.duration and v.time_base:
+            duration = float(v.duration * v.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1e6
+        else:
+            raise KlingError(f"{path.name} does not say how long it lasts")
         return v.codec_context.name, v.width, v.height, bool(container.streams.audio), duration
 
 
@@ -94,6 +97,7 @@ def _remux(clips: list[Path], dest: Path, audio: bool) -> None:
                         continue
                     kind = "v" if packet.stream.type == "video" else "a"
                     target = ov if kind == "v" else oa
+                    assert target is not None  # audio packets are demuxed only when `oa` was made
                     shift = _rescale(offsets[kind], target.time_base, packet.stream.time_base)
                     packet.dts += shift
                     packet.pts = (packet.pts if packet.pts is not None else packet.dts - shift) + shift
@@ -129,9 +133,9 @@ def _reencode(clips: list[Path], dest: Path, width: int, height: int, audio: boo
                         out.mux(packet)
                 if oa is not None:
                     src.seek(0)
-                    for frame in src.decode(src.streams.audio[0]):
-                        frame.pts = None
-                        for packet in oa.encode(frame):
+                    for sound in src.decode(src.streams.audio[0]):
+                        sound.pts = None
+                        for packet in oa.encode(sound):
                             out.mux(packet)
         for packet in ov.encode():
             out.mux(packet)

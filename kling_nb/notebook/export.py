@@ -15,12 +15,12 @@ import base64
 import html
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import ConfigError
+from ..media.files import atomic_file
 
 _MEDIA = {".mp4": "video/mp4", ".webm": "video/webm", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 _SRC = re.compile(r'\b(src|poster|href)="([^"]+)"')
@@ -82,14 +82,8 @@ def export(notebook: str | os.PathLike, *, embed: bool = False, out: str | os.Pa
                     data["text/html"] = _SRC.sub(inline, "".join(text) if isinstance(text, list) else text)
     body, _ = HTMLExporter().from_notebook_node(nb)
     dest = Path(out) if out is not None else notebook.with_suffix(".html")
-    fd, tmp = tempfile.mkstemp(dir=dest.resolve().parent, prefix=".kling-", suffix=".html")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dest, "w") as f:
+        f.write(body)
     return Export(dest, embedded)
 
 

@@ -69,7 +69,7 @@ class Embedding:
         if s.video_path is None or s.status != "completed":
             return None
         still = _b64(s.poster_path)
-        poster = render.relative_src(s.poster_path) if s.poster_path and s.poster_path.is_file() else None
+        still_src = render.relative_src(s.poster_path) if still and s.poster_path else None
         src, note = render.relative_src(s.video_path), ""
         if should_embed(self.mode, self.where):
             size = s.video_path.stat().st_size if s.video_path.is_file() else 0
@@ -78,7 +78,7 @@ class Embedding:
             else:
                 note = (f"not embedded: {_size(size)} is over the {_size(self.max_bytes)} cap "
                         "(%config KlingMagics.embed_max_mb)")
-        return render.Media(src=src, poster=poster, still=still, note=note)
+        return render.Media(src=src, still=still, still_src=still_src, note=note)
 
 
 def contact_sheet(stills: list[str | None], columns: int) -> str | None:

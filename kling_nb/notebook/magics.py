@@ -18,17 +18,19 @@ import os
 import shlex
 import sys
 import uuid
+from datetime import date
 from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Enum, Float, Int, List, Unicode, observe
+from traitlets import Bool, Enum, Float, Int, List, Unicode, observe
 
 from ..cell import spec
 from ..contract import MODEL, billing_class
 from ..engine.generation import Generations
 from ..engine.schedule import PollSchedule
 from ..engine.session import Runtime
-from ..errors import SpecError
+from ..errors import KlingError, SpecError
+from ..service.client import Client
 from . import render
 from .display import CellOutput
 from .frontends import EMBED_MODES, Embedding, colab_key, frontend
@@ -49,20 +51,33 @@ _COMMANDS: list[tuple[str, list[tuple[str, dict]], str]] = [
     ("status", [], "where requests go (simulator or service) and the output folder"),
     ("stitch", [("names", dict(nargs="+", metavar="A B ..")), ("--name", dict(required=True, metavar="FILM"))],
      "cut named generations, in order, into one film (made when they are done; a re-run is free)"),
+    ("balance", [], "the key's remaining and used credits, as the service reports them (and the account's)"),
+    ("spend", [], "credits spent: this session, today, all time (measured from balance readings)"),
+    ("classroom", [("action", dict(choices=["keys", "usage"], metavar="keys N|usage FILE.csv")),
+                   ("target", dict(metavar="")), ("--credits", dict(type=float, metavar="C")),
+                   ("--expires", dict(metavar="YYYY-MM-DD")), ("--prefix", dict(default="student", metavar="NAME")),
+                   ("--out", dict(metavar="FILE.csv"))],
+     "limited keys for a class, made with the vendor's token API, written only to FILE.csv; or their usage"),
     ("export", [("notebook", dict(metavar="NOTEBOOK.ipynb")), ("--embed", dict(action="store_true"))],
      "write NOTEBOOK.html with every result (--embed: videos inside the page, one self-contained file)"),
     ("help", [], "this list"),
 ]
-def _usage(dest: str, kw: dict) -> str:
-    if not dest.startswith("--"):
-        return kw["metavar"]
-    return f"{dest} {kw['metavar']}" if "metavar" in kw else f"[{dest}]"
+def _usage(name: str, args: list[tuple[str, dict]]) -> str:
+    if name == "classroom":  # two forms under one command
+        return "classroom keys N --credits C [--expires YYYY-MM-DD] [--prefix NAME] --out FILE.csv\n" \
+               "%kling classroom usage FILE.csv"
+    words = [name]
+    for dest, kw in args:
+        if not dest.startswith("--"):
+            words.append(kw["metavar"])
+        elif "metavar" not in kw:
+            words.append(f"[{dest}]")
+        else:
+            words.append(f"{dest} {kw['metavar']}" if kw.get("required") else f"[{dest} {kw['metavar']}]")
+    return " ".join(w for w in words if w)
 
 
-LINE_COMMANDS = "\n".join(
-    f"%kling {(name + ' ' + ' '.join(_usage(dest, kw) for dest, kw in args)).strip():<32} {help}"
-    for name, args, help in _COMMANDS
-)
+LINE_COMMANDS = "\n".join(f"%kling {_usage(name, args):<32} {help}" for name, args, help in _COMMANDS)
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -96,6 +111,12 @@ class KlingMagics(Magics):
     allowed_models = List(Unicode(), default_value=[MODEL], help="Models a cell may name.").tag(config=True)
     workers = Int(8, help="HTTP worker threads for uploads, polls and downloads.").tag(config=True)
     sim_run_s = Float(4.0, help="How long a simulated generation runs (no key set).").tag(config=True)
+    budget_credits = Float(
+        0.0, help="Refuse a cell once this session's measured spend reaches this many credits (0: no budget)."
+    ).tag(config=True)
+    budget_includes_estimate = Bool(
+        False, help="Also count a cell's estimated cost (from what its billing classes cost before) against the budget."
+    ).tag(config=True)
     embed = Enum(
         list(EMBED_MODES), default_value="auto",
         help="Embed finished videos in the notebook: auto (in Colab and VS Code, which cannot play a file "
@@ -156,7 +177,7 @@ class KlingMagics(Magics):
             return None
         count = len(batch.requests)
         if count > 1:
-            print(_batch_summary(batch.requests))
+            print(_batch_summary(batch.requests, runtime))
             if count > self.confirm_above and not opts.yes:
                 raise SpecError(
                     f"this cell would start {count} billed generations (more than {self.confirm_above}); "
@@ -164,6 +185,11 @@ class KlingMagics(Magics):
                     field="sweep",
                 )
         runtime.check_references(batch.requests)
+        if self.budget_credits > 0:
+            sending = runtime.would_send(batch.requests)
+            if sending:  # a re-run that only shows saved results costs nothing and is never refused
+                runtime.meter.check_budget(self.budget_credits, [r.body for r in sending],
+                                           with_estimate=self.budget_includes_estimate)
         run_id = uuid.uuid4().hex
         gens = Generations(runtime.run(r, name=opts.name, force=opts.force, run_id=run_id) for r in batch.requests)
         output = self._output(gens, grid=count > 1, title=opts.name or "")
@@ -260,6 +286,58 @@ class KlingMagics(Magics):
                 raise SpecError(f"no generation named {args.entry!r} in this session or the journal")
         self._show(Generations(gens), grid=len(gens) > 1, title=args.entry)
 
+    def _cmd_balance(self, args):
+        runtime = self.runtime
+        meter = runtime.meter
+        balance = meter.reading(fresh=True)
+        where = "the simulator (simulated credits)" if runtime.simulated else runtime.service_url
+        if balance is None:
+            raise KlingError(f"the balance could not be read from {where}: {meter.error}")
+        print(f"this key ({where}): {_credits(balance)}")
+        try:
+            account = runtime.backend.client.account_balance()
+        except KlingError:
+            return  # a key may not be allowed to see its account
+        print(f"the whole account: {_credits(account)}")
+
+    def _cmd_spend(self, args):
+        spend = self.runtime.meter.spend()
+        session = "unknown (" + spend.why + ")" if spend.session is None else f"{spend.session:g} credits"
+        print(f"this session: {session}; today: {spend.today:g} credits; all time: {spend.all_time:g} credits"
+              " (measured from the key's balance, in this journal)")
+        for cls, n in sorted(spend.counts.items()):
+            measured = spend.per_class.get(cls)
+            cost = f", about {measured:g} credits each (measured; an estimate for the next)" if measured else ""
+            print(f"  {n} x {cls}{cost}")
+        if self.runtime.simulated:
+            print("(simulated: no key is set, these are the simulator's credits)")
+
+    def _cmd_classroom(self, args):
+        runtime = self.runtime
+        if args.action == "usage":
+            from ..engine.money import class_usage
+
+            def client_for(key):
+                return Client(runtime.backend.client.base_url, key, environ={})
+
+            for usage in class_usage(Path(args.target), client_for):
+                print(f"{usage.name}: {_credits(usage.balance) if usage.balance else 'error: ' + usage.error}")
+            return
+        from ..engine.money import class_keys
+
+        if not args.target.isdigit() or args.credits is None or not args.out:
+            raise SpecError("usage: %kling classroom keys N --credits C [--expires YYYY-MM-DD] [--prefix NAME] "
+                            "--out FILE.csv", field="%kling")
+        try:
+            expires = date.fromisoformat(args.expires) if args.expires else None
+        except ValueError:
+            raise SpecError(f"--expires must be a date like 2026-12-31, not {args.expires!r}") from None
+        names = class_keys(runtime.backend.client, int(args.target), credits=args.credits, out=Path(args.out),
+                           prefix=args.prefix, expires=expires)
+        print(f"made {len(names)} keys ({names[0]} .. {names[-1]}), {args.credits:g} credits each, "
+              f"kling-video-o1 only, expiring {args.expires or 'never'}; written only to {args.out} "
+              "(owner-only). Hand each student their line.")
+
     def _cmd_stitch(self, args):
         film = self.runtime.stitch(args.names, name=args.name)
         self.shell.user_ns[args.name] = film
@@ -325,13 +403,27 @@ def show_compare(runtime: Runtime, names: list[str], *, embedding: Embedding | N
     return gens
 
 
-def _batch_summary(requests) -> str:
+def _batch_summary(requests, runtime: Runtime | None = None) -> str:
     classes: dict[str, int] = {}
     for r in requests:
         cls = billing_class(r.body)
         classes[cls] = classes.get(cls, 0) + 1
     parts = ", ".join(f"{n} x {cls}" for cls, n in classes.items())
-    return f"{len(requests)} generations: {parts}"
+    line = f"{len(requests)} generations: {parts}"
+    if runtime is not None and not runtime.simulated:
+        estimate = runtime.meter.estimate([r.body for r in requests])
+        if estimate is not None:
+            line += f"; estimated {estimate:g} credits (from what these classes cost before in this journal)"
+    return line
+
+
+def _credits(balance) -> str:
+    if balance.unlimited:
+        used = f"; {balance.used_credits:g} used" if balance.used_credits is not None else ""
+        return "unlimited" + used
+    left = "unknown" if balance.remaining_credits is None else f"{balance.remaining_credits:g}"
+    used = "" if balance.used_credits is None else f", {balance.used_credits:g} used"
+    return f"{left} credits left{used}"
 
 
 def _unique(items):

@@ -5,8 +5,8 @@ The saved output of a cell is built here: a plain text/html `<video>` whose src 
 to the notebook, so it plays in JupyterLab, after reopening without a kernel and in
 nbconvert HTML (docs/design-notes.md section 2), with a link and a text fallback. Viewers
 that cannot play it (GitHub, PDF, PyCharm, a strict content policy) get the poster still:
-as the `<video>` poster, as an `<img>` inside it (shown where `<video>` is stripped) and as
-the bundle's image/jpeg entry.
+inline as the `<video>` poster and as the bundle's image/jpeg entry, and as an `<img>` of the
+still's file inside the `<video>` (shown where a sanitizer strips `<video>`).
 
 Colours come from JupyterLab's theme variables, with light fallbacks for static HTML, so
 captions stay readable (WCAG AA) in the light and the dark theme.
@@ -37,6 +37,9 @@ MUTED = "var(--jp-ui-font-color2, #57606a)"
 WARN = "var(--jp-warn-color0, #9a6700)"
 ERROR = "var(--jp-error-color1, #cf222e)"
 BORDER = "var(--jp-border-color1, #8c959f)"
+# The warning colour marks the note's edge; its text keeps the body colour (the warning
+# colour itself is under 4.5:1 on a light background).
+NOTE_STYLE = f"color:{TEXT};font-size:12px;border-left:3px solid {WARN};padding-left:6px"
 
 BADGE_COLOURS = {
     "completed": "#1a7f37",
@@ -52,8 +55,8 @@ class Media:
     """How a finished video is referenced in an output (chosen by the notebook's frontend)."""
 
     src: str  # relative to the notebook, or a data: URI when embedded
-    poster: str | None = None  # the still's path relative to the notebook
-    still: str | None = None  # the still as base64 JPEG, carried inside the output
+    still: str | None = None  # the poster still as base64 JPEG, carried inside the output
+    still_src: str | None = None  # the still's file, relative to the notebook
     note: str = ""  # why the video is not embedded where it should have been
 
 
@@ -136,7 +139,7 @@ def header_html(s: Snapshot) -> str:
     name = f"<b>{html.escape(s.name)}</b> · " if s.name else ""
     lab = f"<i>{html.escape(label_text(s.label))}</i> · " if s.label else ""
     sim = (
-        f'<div class="kling-sim" style="color:{WARN};font-size:12px">{html.escape(SIMULATED_NOTE)}</div>'
+        f'<div class="kling-sim" style="{NOTE_STYLE}">{html.escape(SIMULATED_NOTE)}</div>'
         if s.simulated
         else ""
     )
@@ -176,12 +179,14 @@ def grid_columns(count: int) -> int:
 
 
 def video_tag(media: Media, *, attrs: str, style: str) -> str:
-    """A <video> with its still: as poster where a player shows, as an <img> inside it where a
-    sanitizer strips <video> (the <img> is not drawn where the video plays), and a link."""
+    """A <video> with its still: as the poster (inline, since JupyterLab rewrites only src and
+    href, so a relative poster would not load there), as an <img> of the still's file inside
+    the <video> for viewers whose sanitizer strips <video> (not drawn where the video plays),
+    and a link."""
     src = html.escape(media.src, quote=True)
-    poster = f' poster="{html.escape(media.poster, quote=True)}"' if media.poster else ""
-    still = (f'<img src="data:image/jpeg;base64,{media.still}" alt="still of the video" style="{style}">'
-             if media.still else "")
+    poster = f' poster="data:image/jpeg;base64,{media.still}"' if media.still else ""
+    still = (f'<img src="{html.escape(media.still_src, quote=True)}" alt="still of the video" style="{style}">'
+             if media.still_src else "")
     link = "" if media.src.startswith("data:") else f'<br><a href="{src}">{src}</a>'
     return f'<video src="{src}"{poster} {attrs} style="{style}">{still}{link}</video>'
 
@@ -267,7 +272,7 @@ def grid_html(items: list[tuple[Snapshot, Media | None]], *, columns: int | None
         )
     heading = f'<div style="font-weight:bold;color:{TEXT}">{html.escape(title)}</div>' if title else ""
     sim = any(s.simulated for s, _ in items)
-    note = f'<div style="color:{WARN};font-size:12px">{html.escape(SIMULATED_NOTE)}</div>' if sim else ""
+    note = f'<div class="kling-sim" style="{NOTE_STYLE}">{html.escape(SIMULATED_NOTE)}</div>' if sim else ""
     return (
         f'<div class="kling-grid" id="{grid_id}">{heading}{note}'
         f'<div class="kling-grid-tiles" style="display:grid;grid-template-columns:repeat({cols},minmax(0,1fr));'

@@ -91,7 +91,7 @@ class GridView:
         cols = render.grid_columns(len(gens))
         note = render.SIMULATED_NOTE if any(g.simulated for g in gens) else ""
         heading = f"<b>{render.html.escape(title)}</b>" + (
-            f'<div style="color:{render.WARN};font-size:12px">{render.html.escape(note)}</div>' if note else "")
+            f'<div class="kling-sim" style="{render.NOTE_STYLE}">{render.html.escape(note)}</div>' if note else "")
         # The title and note above the grid, not in its first cell: tiles keep their grid.
         grid = w.GridBox(
             [t.out for t in self.tiles],

@@ -10,7 +10,14 @@ Rules that protect money:
   as NaN; a header that cannot be sent) raises NotSentError: nothing was sent, nothing billed.
 - Status polls, uploads and downloads are safe to repeat: transient failures (429 with
   Retry-After, 5xx, connection errors, timeouts, truncated bodies) are retried with capped
-  exponential backoff and full jitter.
+  exponential backoff and full jitter. So are the balance reads (GET /v1/balance,
+  GET /v1/user/balance).
+- Creating an API key (POST /v1/tokens, `create_token`) follows the submit rule: resent only
+  after a 429 or a connection never made; any other failure after the request may have left
+  raises SubmitUnknownError (a key may exist: check the dashboard's key list). Arguments that
+  cannot make a valid request raise NotSentError before anything is sent.
+- A 402 is a QuotaError in the service's words, plus the remaining credits when the reply
+  states them.
 
 Rules that protect the key:
 - It is held in a `Secret` (no plain-string attribute, never in a repr); a bad base URL is
@@ -22,6 +29,9 @@ Rules that protect the key:
 - Server text that reaches an error or a TaskStatus (error message, code and type, a plain
   string `error`, a failed task's error, an upload refusal) passes once through `scrub()`: the
   key and anything shaped like `Bearer <token>` become `***`, and the text is capped.
+- A key made with `create_token` is held only in the NewToken's `Secret`; every string of the
+  token endpoint's reply is cleaned of it (with and without its `sk-` prefix) before any of
+  that text can reach an error, and the rest then passes through `scrub()` as above.
 
 Rules that protect the kernel and the disk:
 - Every request has a total wall-clock limit (`max_request_s`, `max_upload_s`,
@@ -44,9 +54,11 @@ is configured once and never mutated afterwards; its adapter pool is sized for t
 
 from __future__ import annotations
 
+import datetime as _dt
 import errno
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -92,6 +104,7 @@ from ..errors import (
     TransportError,
     api_error_for,
 )
+from .account import KEY_PREFIX, MAX_TOKEN_NAME, QUOTA_PER_CREDIT, Balance, NewToken, amount, raw_key, secret_key
 from .secret import Secret, scrub
 from .status import TaskStatus
 
@@ -104,6 +117,10 @@ MAX_REDIRECTS = 5
 MAX_TASK_ID = 200
 _BAD_TASK_ID = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The account endpoints (docs/api-contract.md section 4).
+BALANCE_PATH = "/v1/balance"
+USER_BALANCE_PATH = "/v1/user/balance"
+TOKENS_PATH = "/v1/tokens"
 
 
 class Client:
@@ -289,6 +306,106 @@ class Client:
                 continue
             return _place(part, dest)
         raise DownloadError(f"could not download the video: {last.message if last else 'unknown error'}")
+
+    # -- account -----------------------------------------------------------------------
+    def balance(self) -> Balance:
+        """This key's balance (GET /v1/balance). Safe to repeat: transient failures are retried."""
+        return self._balance(BALANCE_PATH, "balance", "key")
+
+    def account_balance(self) -> Balance:
+        """The balance of the whole account behind this key (GET /v1/user/balance)."""
+        return self._balance(USER_BALANCE_PATH, "account balance", "account")
+
+    def create_token(
+        self,
+        name: str,
+        *,
+        credits: float,
+        expires_at: float | _dt.datetime | None = None,
+        model_limits: str | tuple[str, ...] | list[str] = ("kling-video-o1",),
+    ) -> NewToken:
+        """Make an API key holding `credits` (POST /v1/tokens), limited to `model_limits` (empty:
+        any model), expiring at `expires_at` (Unix s or a datetime; None: never).
+
+        Sent once: resent only after a 429 or a connection never made. Any other failure after
+        the request may have left is a SubmitUnknownError, because a key may have been made."""
+        body = _token_body(name, credits, expires_at, model_limits)
+        payload = json.dumps(body).encode()
+        self._auth()  # no key: a ConfigError now, not an "unknown outcome" later
+        url = self.base_url + TOKENS_PATH
+        for attempt in range(self.max_retries + 1):
+            try:
+                reply = self._exchange(
+                    "POST",
+                    url,
+                    what="create_token",
+                    limit_s=self.max_request_s,
+                    auth=True,
+                    data=payload,
+                    headers={"Content-Type": "application/json"},
+                )
+            except _NotSent as err:
+                raise NotSentError(f"create_token: {err.reason}; nothing was sent") from None
+            except _NoConnection as err:
+                if attempt < self.max_retries:
+                    self._backoff(attempt, None, f"create_token: {err.reason} (nothing was sent)")
+                    continue
+                raise TransportError(
+                    f"could not connect to {self._host()}: nothing was sent, no key was made"
+                ) from None
+            except _Broken as err:
+                raise _token_unknown(err.reason) from None
+            except KlingError:
+                raise
+            except Exception as err:  # unforeseen, and the request may have left: never resend
+                raise _token_unknown(type(err).__name__) from None
+            if reply.status == 429 and attempt < self.max_retries:
+                self._backoff(attempt, _retry_after(reply.headers), "create_token: rate limited (not accepted)")
+                continue
+            return self._made_token(reply, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _balance(self, path: str, what: str, scope: str) -> Balance:
+        data = self._retrying(what, "GET", self.base_url + path, limit_s=self.max_request_s)
+        if isinstance(data, dict) and data.get("success") is False:
+            message = data.get("message")
+            raise APIError(self._scrub(message) if message not in (None, "") else f"{what} refused", status=200)
+        try:
+            return Balance.from_json(data, scope=scope)
+        except ValueError as err:
+            raise TransportError(f"the {what} reply was not a balance ({err})") from None
+
+    def _made_token(self, reply: _Reply, sent: dict[str, Any]) -> NewToken:
+        """The answer to POST /v1/tokens: a NewToken, or the error it is, never with the new key in it."""
+        try:
+            data = reply.json()
+        except ValueError:
+            data = None
+        try:
+            key, unusable = secret_key(data), None
+        except ValueError as err:
+            key, unusable = None, str(err)
+        new = raw_key(data)
+        if new is not None:  # out of every string of the reply before any of them is read
+            data = _redact(data, {new, new.removeprefix(KEY_PREFIX)})
+            reply = _Reply(reply.status, reply.headers, json.dumps(data).encode())
+        del new
+        if 200 <= reply.status < 300:
+            if isinstance(data, dict) and data.get("success") is False:  # refused: no key was made
+                message = data.get("message")
+                raise APIError(
+                    self._scrub(message) if message not in (None, "") else "create_token refused", status=reply.status
+                )
+            if key is None:
+                why = unusable or ("the reply was not JSON" if data is None else "the reply carried no key")
+                raise _token_unknown(f"HTTP {reply.status}, but {why}")
+            try:
+                return NewToken.from_json(data, sent=sent, scrub=self._scrub, key=key)
+            except ValueError as err:
+                raise _token_unknown(f"the HTTP {reply.status} reply could not be read: {err}") from None
+        if 400 <= reply.status < 500:
+            raise self._error(reply)
+        raise _token_unknown(f"the service answered HTTP {reply.status}")
 
     # -- downloads ---------------------------------------------------------------------
     def _fetch(self, url: str, dest: Path, chunk_size: int) -> Path:
@@ -528,6 +645,10 @@ class Client:
         type_ = self._scrub(type_) if isinstance(type_, str) else None
         if isinstance(code, str) and code == type_:
             type_ = None
+        if reply.status == 402 and isinstance(data, dict):  # the remaining credits, when the reply states them
+            left = _credits_left(data)
+            if left is not None:
+                message = f"{message} ({left:g} credits left)"
         return api_error_for(
             reply.status,
             message,
@@ -801,6 +922,78 @@ def _short(err: BaseException) -> str:
 def _too_big(name: str, size: int) -> str:
     amount = f"{size:,} bytes" if size < 2 * MAX_IMAGE_BYTES else f"{size / 2**20:.1f} MiB"
     return f"{name} is {amount}; the limit is {MAX_IMAGE_BYTES:,} bytes ({MAX_IMAGE_BYTES // 2**20} MiB)"
+
+
+def _token_unknown(why: str) -> SubmitUnknownError:
+    return SubmitUnknownError(
+        f"creating the API key had an unknown outcome ({why}): a key may have been made, so the request "
+        "was not resent. Check the key list in your dashboard before creating another."
+    )
+
+
+def _token_body(name: object, credits: object, expires_at: object, model_limits: object) -> dict[str, Any]:
+    """The POST /v1/tokens body, or NotSentError for arguments the service would refuse."""
+
+    def refuse(why: str) -> NotSentError:
+        return NotSentError(f"create_token: {why}; nothing was sent")
+
+    if not isinstance(name, str) or not name.strip():
+        raise refuse("the name must be non-empty text")
+    if len(name) > MAX_TOKEN_NAME or not name.isprintable():
+        raise refuse(f"the name must be at most {MAX_TOKEN_NAME} printable characters")
+    if isinstance(credits, bool) or not isinstance(credits, (int, float)) or not math.isfinite(credits) or credits < 0:
+        raise refuse("credits must be a number, 0 or more")
+    if expires_at is None:
+        expired_time = -1
+    else:
+        if isinstance(expires_at, _dt.datetime):
+            expires_at = expires_at.timestamp()  # a naive datetime is local time, as datetime reads it
+        if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)) or not math.isfinite(expires_at):
+            raise refuse("expires_at must be a Unix time in seconds, a datetime or None")
+        if expires_at <= time.time():
+            raise refuse("expires_at is in the past")
+        expired_time = math.ceil(expires_at)
+    if isinstance(model_limits, str):
+        model_limits = (model_limits,)
+    if not isinstance(model_limits, (tuple, list)):
+        raise refuse("model_limits must be a tuple or list of model names")
+    limits: list[str] = []
+    for m in model_limits:
+        if not isinstance(m, str) or not m.strip() or "," in m or not m.isprintable():
+            raise refuse("model_limits must be model names without commas")
+        limits.append(m.strip())
+    return {
+        "name": name,
+        "expired_time": expired_time,
+        "remain_quota": round(credits * QUOTA_PER_CREDIT),
+        "unlimited_quota": False,
+        "model_limits_enabled": bool(limits),
+        "model_limits": ",".join(limits),
+    }
+
+
+def _redact(value: Any, secrets_: set[str]) -> Any:
+    """A JSON value with every given text replaced by *** in every string in it (keys included)."""
+    if isinstance(value, str):
+        for text in sorted(secrets_, key=len, reverse=True):
+            if text:
+                value = value.replace(text, "***")
+        return value
+    if isinstance(value, dict):
+        return {_redact(k, secrets_): _redact(v, secrets_) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, secrets_) for v in value]
+    return value
+
+
+def _credits_left(data: dict[str, Any]) -> float | None:
+    """`remain_credits` from a refusal's error object, its `data` or its top level."""
+    for place in (data.get("error"), data.get("data"), data):
+        if isinstance(place, dict):
+            left = amount(place.get("remain_credits"))
+            if left is not None:
+                return left
+    return None
 
 
 def _unknown(why: str) -> SubmitUnknownError:

@@ -1,8 +1,20 @@
-"""The simulator's HTTP side: routing, auth, the task lifecycle, media, faults and the log.
+"""The simulator's HTTP side: routing, auth, accounts and billing, the task lifecycle, media,
+faults and the log.
 
 A task's state is computed from the clock at each GET (queued for `queue_s`, then
 in_progress with progress rising linearly over `run_s`, then completed or failed), so no
 background thread is needed and many tasks cost nothing while they wait.
+
+Money (docs/api-contract.md, "Money" and section 4). Every key is a token with its own quota,
+kept in the vendor's internal units (2500 per credit, 500000 per USD). The simulator's own key
+(`key=`), or in any-key mode (`key=None`) every key the first time it is seen, opens a new
+account whose one token starts with `SimConfig.starting_credits` (None: unlimited). A key made
+with POST /v1/tokens belongs to the account of the key that made it and is used as
+`Bearer sk-<key>`. A submit is charged when it is accepted, at the `RateCard` price; a token
+with too little quota gets 402 and no task. An expired token gets 401 everywhere; a token whose
+`model_limits_enabled` is set gets 403 `model_not_allowed` for any other model. Refusal order
+for a submit: auth (401), JSON (400), model limits (403), body rules (400), quota (402),
+content policy (422); only an accepted submit is charged.
 """
 
 from __future__ import annotations
@@ -10,23 +22,55 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import math
 import random
 import secrets
+import string
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from ..contract import DEFAULT_DURATION, DEFAULT_MODE, MAX_IMAGE_BYTES, MODEL, sniff_image
+from ..contract import DEFAULT_DURATION, DEFAULT_MODE, MAX_IMAGE_BYTES, MODEL, billing_class, sniff_image
 from .rules import Invalid, check_body
 from .video import render_mp4
 
 FAIL_MARKER = "sim:fail"
 REJECT_MARKER = "sim:reject"
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford, as in the vendor's ULID-like ids
+
+# The vendor's units (docs/api-contract.md section 4), written here apart from the client's
+# copy on purpose: the simulator checks the wire, so a client slip cannot hide behind it.
+QUOTA_PER_CREDIT = 2500  # internal units per credit
+CREDITS_PER_USD = 200  # 1 USD = 200 credits = 500000 internal units
+QUOTA_PER_USD = QUOTA_PER_CREDIT * CREDITS_PER_USD
+TOKEN_KEY_LENGTH = 48  # a created key, as returned: without its "sk-" prefix
+MAX_TOKEN_NAME = 50
+_KEY_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class RateCard:
+    """Credits per second of video. The vendor bills by resolution (`mode`), plus "Sound" when
+    `audio` is true or "Video" when the request has a `video_list` (the two never meet)."""
+
+    std: float = 10.0  # 720P
+    pro: float = 16.0  # 1080P
+    sound: float = 4.0  # extra per second with audio: true
+    video: float = 6.0  # extra per second with a video_list
+
+    def credits(self, body: dict) -> float:
+        """What an accepted (already validated) body costs, in credits."""
+        per_s = self.pro if body.get("mode", DEFAULT_MODE) == "pro" else self.std
+        if body.get("video_list"):  # the rule of contract.billing_class
+            per_s += self.video
+        elif body.get("audio") is True:
+            per_s += self.sound
+        return per_s * body.get("duration", DEFAULT_DURATION)
 
 
 @dataclass
@@ -35,6 +79,14 @@ class SimConfig:
     run_s: float = 4.0  # time in_progress, progress rising linearly
     result_lifetime_s: float = 24 * 3600  # result URLs stop working after this
     result_padding_bytes: int = 0  # pad served videos to about this size (a trailing `free` box)
+    rates: RateCard = field(default_factory=RateCard)  # what a submit costs
+    # Credits of an account the simulator opens itself (its own key; any key in any-key mode).
+    # None: unlimited, so nothing that ignores money ever meets a 402.
+    starting_credits: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rates, dict):  # SimConfig(**settings) from plain data
+            self.rates = RateCard(**self.rates)
 
 
 @dataclass
@@ -47,12 +99,16 @@ class Faults:
     endpoints: tuple[str, ...] = ("submit", "status", "upload", "download")  # which requests may be hit
 
 
-# Which fault kinds make sense for which kind of request.
+# Which fault kinds make sense for which kind of request. The account kinds ("balance",
+# "user_balance", "tokens") are hit only when named in Faults.endpoints.
 _APPLICABLE = {
     "submit": {"429", "500", "502", "503", "drop", "slow", "drop_after_accept"},
     "status": {"429", "500", "502", "503", "drop", "slow"},
     "upload": {"429", "500", "502", "503", "drop", "slow"},
     "download": {"429", "500", "502", "503", "drop", "slow", "truncate"},
+    "balance": {"429", "500", "502", "503", "drop", "slow"},
+    "user_balance": {"429", "500", "502", "503", "drop", "slow"},
+    "tokens": {"429", "500", "502", "503", "drop", "slow", "drop_after_accept"},
 }
 
 
@@ -64,6 +120,27 @@ class Task:
     fails: bool
     video: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    token_id: int | None = None  # the token that was charged
+    charge: float = 0.0  # credits
+
+
+@dataclass
+class Token:
+    """One API key and its quota (internal units). Never logged: the log names its `id`."""
+
+    key: str  # exactly as it is sent after "Bearer "
+    id: int
+    user_id: int  # the account
+    name: str
+    created: int
+    expires: int = -1  # Unix s; -1 never
+    quota: int | None = None  # remaining; None unlimited
+    used: int = 0
+    model_limits: frozenset[str] | None = None  # None: any model
+    group: str = ""
+
+    def expired(self, now: float) -> bool:
+        return self.expires != -1 and self.expires <= now
 
 
 class State:
@@ -75,11 +152,86 @@ class State:
         self.media_dir = media_dir
         self.tasks: dict[str, Task] = {}
         self.uploads: dict[str, tuple[Path, str]] = {}
+        self.tokens: dict[str, Token] = {}
+        self._last_token_id = 0
+        self._last_user_id = 0
         self.log: list[dict] = []
         self.faults = Faults()
         self._random = random.Random()
         self.lock = threading.Lock()
         self.renderers = threading.BoundedSemaphore(2)
+        self._own = self._open_account(key) if key is not None else None
+
+    # -- accounts (call with the lock held) ----------------------------------------------
+    def _open_account(self, key: str) -> Token:
+        """A new account whose only token is `key`, with the configured starting credits."""
+        self._last_user_id += 1
+        start = self.config.starting_credits
+        return self._add_token(
+            key, self._last_user_id, "default", quota=None if start is None else round(start * QUOTA_PER_CREDIT)
+        )
+
+    def _add_token(self, key: str, user_id: int, name: str, **fields) -> Token:
+        self._last_token_id += 1
+        token = Token(key, self._last_token_id, user_id, name, int(time.time()), **fields)
+        self.tokens[key] = token
+        return token
+
+    def token_for(self, key: str) -> Token | None:
+        """The token a Bearer value names; None if it names none. In any-key mode a new key
+        opens an account, except the bare form of a created key (its "sk-" left off)."""
+        with self.lock:
+            if self._own is not None and secrets.compare_digest(_raw(key), _raw(self._own.key)):
+                return self._own
+            token = self.tokens.get(key)
+            if token is not None:
+                return token
+            if self.key is not None or ("sk-" + key) in self.tokens:
+                return None
+            return self._open_account(key)
+
+    def create_token(self, owner: Token, spec: dict) -> Token:
+        # The new key's quota is charged to nothing: the simulator does not debit the creator
+        # (the real service may take it from the account's wallet; the contract does not say).
+        with self.lock:
+            while True:
+                key = "".join(secrets.choice(_KEY_ALPHABET) for _ in range(TOKEN_KEY_LENGTH))
+                if "sk-" + key not in self.tokens:
+                    break
+            limits = spec["model_limits"]
+            return self._add_token(
+                "sk-" + key,
+                owner.user_id,
+                spec["name"],
+                expires=spec["expired_time"],
+                quota=None if spec["unlimited_quota"] else spec["remain_quota"],
+                model_limits=frozenset(m.strip() for m in limits.split(",") if m.strip())
+                if spec["model_limits_enabled"]
+                else None,
+                group=spec["group"],
+            )
+
+    def balance_of(self, tokens: list[Token]) -> dict:
+        """The `data` of a balance reply for one token or a whole account (their sum)."""
+        unlimited = any(t.quota is None for t in tokens)
+        used = sum(t.used for t in tokens)
+        remain = -1 if unlimited else sum(t.quota or 0 for t in tokens)
+        return {
+            "remain_balance": -1 if unlimited else _number(remain / QUOTA_PER_USD),
+            "used_balance": _number(used / QUOTA_PER_USD),
+            "remain_credits": -1 if unlimited else _number(remain / QUOTA_PER_CREDIT),
+            "used_credits": _number(used / QUOTA_PER_CREDIT),
+            "credits_per_usd": CREDITS_PER_USD,
+            "unlimited_quota": unlimited,
+        }
+
+    def token_balance(self, token: Token) -> dict:
+        with self.lock:
+            return self.balance_of([token])
+
+    def account_balance(self, token: Token) -> dict:
+        with self.lock:
+            return self.balance_of([t for t in self.tokens.values() if t.user_id == token.user_id])
 
     def set_faults(self, faults: Faults) -> None:
         with self.lock:
@@ -157,7 +309,6 @@ class State:
                 )
             return task.video
 
-
     def first_frame_of(self, body: dict) -> Path | None:
         """The uploaded image a request starts from (its `first_frame`), if it is one of ours:
         the clip then opens on it, so a continued shot visibly starts where the last ended."""
@@ -204,9 +355,12 @@ class Handler(BaseHTTPRequestHandler):
             fault = state.draw_fault(kind)
             entry["fault"] = fault
             if fault in ("429", "500", "502", "503"):
-                self._error(int(fault), {"429": "rate_limit_exceeded"}.get(fault, "internal_error"),
-                            f"simulated fault {fault}",
-                            headers={"Retry-After": f"{state.faults.retry_after:g}"} if fault == "429" else None)
+                self._error(
+                    int(fault),
+                    {"429": "rate_limit_exceeded"}.get(fault, "internal_error"),
+                    f"simulated fault {fault}",
+                    headers={"Retry-After": f"{state.faults.retry_after:g}"} if fault == "429" else None,
+                )
                 self._drain()
                 return
             if fault == "drop":
@@ -218,12 +372,26 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(state.faults.slow_s)
             if kind == "download":
                 self._download(path, truncate=fault == "truncate")
-            elif kind == "upload":
-                self._require_key() and self._upload()
-            elif kind == "submit":
-                self._require_key() and self._submit(entry, drop_after=fault == "drop_after_accept")
-            elif kind == "status":
-                self._require_key() and self._status(path.rsplit("/", 1)[1])
+            elif kind in ("upload", "submit", "status"):
+                token = self._authorize(account_style=False)
+                if token is None:
+                    return
+                if kind == "upload":
+                    self._upload()
+                elif kind == "submit":
+                    self._submit(entry, token, drop_after=fault == "drop_after_accept")
+                else:
+                    self._status(path.rsplit("/", 1)[1])
+            elif kind in ("balance", "user_balance", "tokens"):
+                token = self._authorize(account_style=True)
+                if token is None:
+                    return
+                if kind == "tokens":
+                    self._create_token(entry, token, drop_after=fault == "drop_after_accept")
+                elif kind == "balance":
+                    self._json(200, {"success": True, "message": "", "data": state.token_balance(token)})
+                else:
+                    self._json(200, {"success": True, "message": "", "data": state.account_balance(token)})
             else:
                 self._error(404, "not_found_error", "no such endpoint")
         except (BrokenPipeError, ConnectionResetError, OSError):
@@ -232,26 +400,68 @@ class Handler(BaseHTTPRequestHandler):
             entry["status"] = self._status_sent
 
     # -- endpoints ---------------------------------------------------------------------
-    def _submit(self, entry: dict, *, drop_after: bool) -> None:
+    def _submit(self, entry: dict, token: Token, *, drop_after: bool) -> None:
+        state = self.server.state
         try:
             body = json.loads(self._body() or b"null")
         except ValueError:
             self._error(400, "invalid_request", "request body is not valid JSON")
+            return
+        if token.model_limits is not None and isinstance(body, dict) and body.get("model") not in token.model_limits:
+            shown = str(body.get("model"))[:60]
+            self._error(
+                403,
+                "permission_error",
+                f"This API key may not use the model {shown!r} (its model limits)",
+                code="model_not_allowed",
+            )
             return
         try:
             check_body(body)
         except Invalid as err:
             self._error(400, "invalid_request", str(err))
             return
+        credits = state.config.rates.credits(body)
+        cost = round(credits * QUOTA_PER_CREDIT)
+        with state.lock:  # quota before content policy, as a service that reserves it first would
+            short = token.quota is not None and token.quota < cost
+            left = 0.0 if token.quota is None else token.quota / QUOTA_PER_CREDIT
+        if short:
+            self._error(
+                402,
+                "insufficient_quota",
+                f"Insufficient quota: this request ({billing_class(body)}) costs {_number(credits)} "
+                f"credits and this API key has {_number(left)} left",
+            )
+            return
         if REJECT_MARKER in body["prompt"]:
             self._error(422, "content_policy_violation", "The prompt was refused by the content policy (simulated).")
             return
-        task = Task(new_task_id(), body, time.time(), fails=FAIL_MARKER in body["prompt"])
-        with self.server.state.lock:
-            self.server.state.tasks[task.id] = task
-            entry["accepted"] = True
-            entry["task_id"] = task.id
-            entry["created"] = task.created
+        task = Task(
+            new_task_id(),
+            body,
+            time.time(),
+            fails=FAIL_MARKER in body["prompt"],
+            token_id=token.id,
+            charge=_number(credits),
+        )
+        with state.lock:  # checked again and debited with the task's creation, as one step
+            if token.quota is not None and token.quota < cost:  # spent by a racing submit meanwhile
+                short = True
+            else:
+                if token.quota is not None:
+                    token.quota -= cost
+                token.used += cost
+                state.tasks[task.id] = task
+                entry["accepted"] = True
+                entry["task_id"] = task.id
+                entry["created"] = task.created
+                entry["charge"] = task.charge
+                entry["billed_as"] = billing_class(body)
+                entry["token_id"] = token.id
+        if short:
+            self._error(402, "insufficient_quota", "Insufficient quota: this API key's balance was spent meanwhile")
+            return
         if not task.fails:
             # Like the service, make the video while the task runs, not when it is fetched.
             threading.Thread(target=self.server.state.prerender, args=(task,), daemon=True).start()
@@ -260,6 +470,49 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         self._json(200, self.server.state.task_json(task, self.server.base_url, time.time()))
+
+    def _create_token(self, entry: dict, owner: Token, *, drop_after: bool) -> None:
+        try:
+            body = json.loads(self._body() or b"null")
+        except ValueError:
+            self._refuse(400, "invalid request body: not JSON")
+            return
+        try:
+            spec = _token_spec(body)
+        except Invalid as err:
+            self._refuse(400, str(err))
+            return
+        state = self.server.state
+        token = state.create_token(owner, spec)
+        entry["token_id"] = token.id
+        if drop_after:  # created, but the caller never hears of it
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self._json(
+            200,
+            {
+                "success": True,
+                "message": "",
+                "data": {
+                    "id": token.id,
+                    "user_id": token.user_id,
+                    "key": token.key[3:],  # returned once, without its "sk-" prefix
+                    "status": 1,
+                    "name": token.name,
+                    "created_time": token.created,
+                    "accessed_time": token.created,
+                    "expired_time": token.expires,
+                    "remain_quota": spec["remain_quota"],
+                    "unlimited_quota": spec["unlimited_quota"],
+                    "used_quota": 0,
+                    "model_limits_enabled": spec["model_limits_enabled"],
+                    "model_limits": spec["model_limits"],
+                    "group": spec["group"],
+                    "cross_group_retry": False,
+                },
+            },
+        )
 
     def _status(self, task_id: str) -> None:
         task = self.server.state.tasks.get(task_id)
@@ -303,8 +556,14 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.state.lock:
             self.server.state.uploads[upload_id] = (path, mime)
         url = f"{self.server.base_url}/_sim/uploads/{upload_id}.{ext}"
-        self._json(200, {"success": True, "message": "", "data": {"id": upload_id, "url": url, "mime_type": mime,
-                                                                   "size": len(data)}})
+        self._json(
+            200,
+            {
+                "success": True,
+                "message": "",
+                "data": {"id": upload_id, "url": url, "mime_type": mime, "size": len(data)},
+            },
+        )
 
     def _download(self, path: str, *, truncate: bool) -> None:
         state = self.server.state
@@ -414,18 +673,31 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "not_found_error", "no such endpoint")
 
     # -- helpers -----------------------------------------------------------------------
-    def _require_key(self) -> bool:
+    def _authorize(self, *, account_style: bool) -> Token | None:
+        """The calling token, or None after answering 401: in the error shape of the video
+        endpoints, or `{"success": false, "message": ...}` for the account endpoints."""
         auth = self.headers.get("Authorization", "")
-        token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-        if not token:
-            self._drain()
-            self._error(401, "unauthorized", "Missing API key: send Authorization: Bearer <key>")
-            return False
-        if self.server.state.key is not None and not secrets.compare_digest(token, self.server.state.key):
-            self._drain()
-            self._error(401, "authentication_error", "Invalid API key")
-            return False
-        return True
+        value = auth[7:].strip() if auth.startswith("Bearer ") else ""
+        if not value:
+            problem = (
+                "unauthorized",
+                "No Authorization header" if account_style else "Missing API key: send Authorization: Bearer <key>",
+            )
+            token = None
+        else:
+            token = self.server.state.token_for(value)
+            if token is None:
+                problem = ("authentication_error", "Failed to get token info" if account_style else "Invalid API key")
+            elif token.expired(time.time()):
+                problem, token = ("authentication_error", "This API key has expired"), None
+        if token is not None:
+            return token
+        self._drain()
+        if account_style:
+            self._refuse(401, problem[1])
+        else:
+            self._error(401, *problem)
+        return None
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -450,12 +722,66 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def _error(self, status: int, type_: str, message: str, headers: dict | None = None) -> None:
-        code = type_ if status in (404, 422, 429) else status
+    def _error(
+        self, status: int, type_: str, message: str, headers: dict | None = None, *, code: str | int | None = None
+    ) -> None:
+        if code is None:
+            code = type_ if status in (402, 404, 422, 429) else status
         self._json(status, {"error": {"code": code, "message": message, "type": type_}}, headers)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """The account endpoints' refusal shape."""
+        self._json(status, {"success": False, "message": message})
+
+
+def _token_spec(body) -> dict:
+    """A POST /v1/tokens body checked the way the service would, with its defaults filled in."""
+    if not isinstance(body, dict):
+        raise Invalid("invalid request body: expected a JSON object")
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise Invalid("name is required")
+    if len(name) > MAX_TOKEN_NAME:
+        raise Invalid(f"Token name is too long (at most {MAX_TOKEN_NAME} characters)")
+    spec: dict[str, Any] = {"name": name}
+    for field_, kind, default in (
+        ("expired_time", int, -1),
+        ("remain_quota", int, 0),
+        ("unlimited_quota", bool, False),
+        ("model_limits_enabled", bool, False),
+        ("model_limits", str, ""),
+        ("group", str, ""),
+    ):
+        value = body.get(field_, default)
+        if value is None:
+            value = default
+        if type(value) is not kind:  # a bool is not an int, a float is not an int (as in Go)
+            raise Invalid(f"{field_} must be {'an integer' if kind is int else 'a ' + kind.__name__}")
+        spec[field_] = value
+    if spec["expired_time"] != -1 and spec["expired_time"] <= 0:
+        raise Invalid("expired_time must be a Unix time in seconds, or -1 for never")
+    if spec["remain_quota"] < 0:
+        raise Invalid("remain_quota must not be negative")
+    return spec
+
+
+def _raw(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+def _number(value: float) -> float | int:
+    """A whole number as an int, anything else rounded to 6 places (how amounts are shown)."""
+    value = round(value, 6)
+    return int(value) if math.isfinite(value) and value == int(value) else value
 
 
 def _kind(method: str, path: str) -> str:
+    if method == "GET" and path == "/v1/balance":
+        return "balance"
+    if method == "GET" and path == "/v1/user/balance":
+        return "user_balance"
+    if method == "POST" and path == "/v1/tokens":
+        return "tokens"
     if method == "POST" and path == "/v1/videos/generations":
         return "submit"
     if method == "GET" and path.startswith("/v1/videos/generations/") and path.count("/") == 4:
@@ -499,4 +825,4 @@ class SimServer(ThreadingHTTPServer):
         self._media.cleanup()
 
 
-__all__ = ["SimConfig", "Faults", "SimServer"]
+__all__ = ["SimConfig", "RateCard", "Faults", "SimServer"]
