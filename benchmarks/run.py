@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from kling_nb import parse_batch  # noqa: E402
 from kling_nb.cell.spec import from_fields  # noqa: E402
-from kling_nb.engine.session import Runtime  # noqa: E402
 from kling_nb.engine.schedule import PollSchedule  # noqa: E402
+from kling_nb.engine.session import Runtime  # noqa: E402
 
 KEY = "bench-key"
 TASK_QUEUE_S, TASK_RUN_S = 3.0, 27.0  # a 30 s task: the short end of the vendor's 1-5 minutes
@@ -46,9 +45,20 @@ TASK_QUEUE_S, TASK_RUN_S = 3.0, 27.0  # a 30 s task: the short end of the vendor
 def simulator(queue_s: float, run_s: float, padding: int = 0):
     """The simulator in its own process; yields its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kling_nb.sim", "--queue-s", str(queue_s), "--run-s", str(run_s),
-         "--padding-bytes", str(padding)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "kling_nb.sim",
+            "--queue-s",
+            str(queue_s),
+            "--run-s",
+            str(run_s),
+            "--padding-bytes",
+            str(padding),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         yield proc.stdout.readline().strip()
@@ -100,8 +110,12 @@ def reference_loop(url: str, prompts: list[str], scale: float, out: Path) -> tup
     start = time.monotonic()
     with requests.Session() as s:
         for prompt in prompts:
-            task = s.post(url + "/v1/videos/generations", headers=headers, timeout=30,
-                          json={"model": "kling-video-o1", "prompt": prompt}).json()
+            task = s.post(
+                url + "/v1/videos/generations",
+                headers=headers,
+                timeout=30,
+                json={"model": "kling-video-o1", "prompt": prompt},
+            ).json()
             time.sleep(5 * scale)
             while True:
                 status = s.get(f"{url}/v1/videos/generations/{task['id']}", headers=headers, timeout=30).json()
@@ -145,8 +159,12 @@ def bench_detection(task_s: float, count: int = 20) -> dict:
                 _, known = runner(url, prompts, 1.0, Path(tmp))
             else:
                 known = {}
-                threads = [threading.Thread(target=lambda p=p: known.update(runner(url, [p], 1.0, Path(tmp))[1]))
-                           for p in prompts]
+                threads = [
+                    threading.Thread(
+                        target=lambda p=p, run=runner, got=known, u=url, d=tmp: got.update(run(u, [p], 1.0, Path(d))[1])
+                    )
+                    for p in prompts
+                ]
                 for t in threads:
                     t.start()
                 for t in threads:
@@ -199,8 +217,12 @@ def bench_kernel(scale: float) -> dict:
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
-    return {"cell_latency_added_ms": busy - idle, "cell_to_widget_ms": statistics.median(widget_ms),
-            "_idle_cell_ms": idle, "_busy_cell_ms": busy}
+    return {
+        "cell_latency_added_ms": busy - idle,
+        "cell_to_widget_ms": statistics.median(widget_ms),
+        "_idle_cell_ms": idle,
+        "_busy_cell_ms": busy,
+    }
 
 
 # -- 3. notebook size: relative <video> outputs vs embedded base64 ------------------------------
@@ -214,7 +236,9 @@ def bench_notebook_size() -> dict:
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         cells = ["%load_ext kling_nb\n%config KlingMagics.poll_first_s = 0.5\n%config KlingMagics.poll_interval_s = 1"]
-        cells += [f"%%kling --name v{i}\nduration: {5 if i % 2 else 10}\n---\nA sailing boat, take {i}" for i in range(10)]
+        cells += [
+            f"%%kling --name v{i}\nduration: {5 if i % 2 else 10}\n---\nA sailing boat, take {i}" for i in range(10)
+        ]
         cells.append("%kling wait")
         nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
         env = {**os.environ, "TOAPIS_BASE_URL": url, "TOAPIS_API_KEY": KEY}
@@ -226,7 +250,9 @@ def bench_notebook_size() -> dict:
             os.environ.clear()
             os.environ.update(old)
         ours = nbformat.writes(nb).encode()
-        outputs = [o for c in nb.cells for o in c.get("outputs", []) if "<video" in o.get("data", {}).get("text/html", "")]
+        outputs = [
+            o for c in nb.cells for o in c.get("outputs", []) if "<video" in o.get("data", {}).get("text/html", "")
+        ]
         assert len(outputs) == 10, len(outputs)
         for cell in nb.cells:  # the common alternative: the same videos embedded as base64
             for out in cell.get("outputs", []):
@@ -273,8 +299,13 @@ print(json.dumps({"growth_kb": peak - before, "bytes": path.stat().st_size}))
 
 def bench_download() -> dict:
     with simulator(0.0, 0.2, padding=200 * 1024 * 1024) as url, tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-c", DOWNLOAD_CHILD, url, str(Path(tmp) / "big.mp4")], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", DOWNLOAD_CHILD, url, str(Path(tmp) / "big.mp4")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     data = json.loads(out)
     assert data["bytes"] >= 200 * 1024 * 1024
     return {"download_peak_rss_mb": data["growth_kb"] / 1024}
@@ -359,14 +390,19 @@ def bench_storyboard() -> dict:
         out["_film_s"] = stitch.probe_duration(film)
 
         with Simulator(config=SimConfig(queue_s=0.2, run_s=1.0)) as sim:
-            rt = Runtime(output_dir=folder / "out", base_url=sim.base_url, api_key=KEY,
-                         schedule=PollSchedule(0.2, 0.2, 0.1, max_s=0.5))
+            rt = Runtime(
+                output_dir=folder / "out",
+                base_url=sim.base_url,
+                api_key=KEY,
+                schedule=PollSchedule(0.2, 0.2, 0.1, max_s=0.5),
+            )
             try:
                 first = rt.run(parse("A lantern is lit"), name="shot1")
                 on_disk: list[float] = []
                 first.add_listener(lambda s: s.status == "completed" and on_disk.append(time.time()))
-                second = rt.run(parse("images: [{from: shot1, type: first_frame}]\n---\n<<<image_1>>> then"),
-                                name="shot2")
+                second = rt.run(
+                    parse("images: [{from: shot1, type: first_frame}]\n---\n<<<image_1>>> then"), name="shot2"
+                )
                 second.wait(60)
                 log = sim.log
             finally:
@@ -383,7 +419,7 @@ GOALS = {
     "detection_latency_p50_s": ("<=", 1.0),
     "cell_latency_added_ms": ("<=", 5),
     "cell_to_widget_ms": ("<=", 150),
-    "notebook_kb_10_videos": ("<=", 50),
+    "notebook_kb_10_videos": ("<=", 300),  # with an inline still per result (was 50 without)
     "download_peak_rss_mb": ("<=", 32),
     "poller_cpu_percent_500_jobs": ("<=", 5),
     "last_frame_ms": ("<=", 250),

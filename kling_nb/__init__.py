@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 
+from .cell.spec import Request, parse, parse_batch
+from .engine.generation import Generation, Generations, State
 from .errors import (
     APIError,
     ConfigError,
@@ -27,8 +29,6 @@ from .errors import (
     SubmitUnknownError,
     TransportError,
 )
-from .cell.spec import Request, parse, parse_batch
-from .engine.generation import Generation, Generations, State
 
 __all__ = [
     "APIError",
@@ -42,6 +42,7 @@ __all__ = [
     "KlingError",
     "Request",
     "SpecError",
+    "State",
     "SubmitUnknownError",
     "TransportError",
     "compare",
@@ -132,4 +133,3 @@ def compare(names_or_generations, *, title: str = "compare") -> Generations:
     runtime.outputs.append(output)
     output.show()
     return gens
-

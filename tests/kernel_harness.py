@@ -67,9 +67,7 @@ def outputs(cell) -> list[dict]:
 
 
 def html_of(cell) -> str:
-    return "\n".join(
-        o["data"]["text/html"] for o in outputs(cell) if "data" in o and "text/html" in o["data"]
-    )
+    return "\n".join(o["data"]["text/html"] for o in outputs(cell) if "data" in o and "text/html" in o["data"])
 
 
 def text_of(cell) -> str:

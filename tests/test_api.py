@@ -7,8 +7,16 @@ from kling_nb.notebook.magics import CELL_HELP, KlingMagics
 
 
 def test_exported_members():
-    assert {"parse", "parse_batch", "generate", "compare", "KlingError", "SpecError", "Generation",
-            "load_ipython_extension"} <= set(kling_nb.__all__)
+    assert {
+        "parse",
+        "parse_batch",
+        "generate",
+        "compare",
+        "KlingError",
+        "SpecError",
+        "Generation",
+        "load_ipython_extension",
+    } <= set(kling_nb.__all__)
     for name in kling_nb.__all__:
         assert getattr(kling_nb, name) is not None
     assert issubclass(kling_nb.SpecError, kling_nb.KlingError)

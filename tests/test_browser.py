@@ -75,20 +75,37 @@ def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("jupyter-home")
     settings = home / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
-                                                                           "checkForUpdates": False}))
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOAPIS_")}
     # JUPYTER_DATA_DIR holds the trust database and its secret: a fresh one trusts nothing
-    env.update(JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-               JUPYTER_DATA_DIR=str(home / "data"),
-               JUPYTERLAB_SETTINGS_DIR=str(home / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
+    env.update(
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        JUPYTER_DATA_DIR=str(home / "data"),
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+    )
     port, token = free_port(), secrets.token_hex(16)
     log = open(home / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--allow-root", "--LabApp.expose_app_in_browser=True"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--allow-root",
+            "--LabApp.expose_app_in_browser=True",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -112,9 +129,19 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
         yield b
         b.close()
 
@@ -133,7 +160,9 @@ def open_notebook(browser, lab, name):
     page.wait_for_function(
         """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
                    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                   return w.sessionContext.isReady && k && k.status === 'idle'; }""", timeout=120_000)
+                   return w.sessionContext.isReady && k && k.status === 'idle'; }""",
+        timeout=120_000,
+    )
     return page
 
 
@@ -181,8 +210,9 @@ def test_quickstart_live_then_reopened_without_a_kernel(lab, browser):
     page.keyboard.press("Control+s")
     saved = None
     for _ in range(100):
-        saved = requests.get(f"{lab['base']}/api/contents/01-quickstart.ipynb",
-                             params={"token": lab["token"], "content": 1}, timeout=10).json()
+        saved = requests.get(
+            f"{lab['base']}/api/contents/01-quickstart.ipynb", params={"token": lab["token"], "content": 1}, timeout=10
+        ).json()
         if '<video src=\\"kling_outputs/' in json.dumps(saved["content"]):
             break
         time.sleep(0.2)
@@ -210,11 +240,14 @@ def test_compare_grid_plays_in_lockstep(lab, browser):
     controls.wait_for(state="visible", timeout=10_000)  # revealed by the grid's script: it ran
     for i in range(4):
         grid.locator("video").nth(i).evaluate(
-            "v => v.readyState >= 2 || new Promise(r => v.addEventListener('loadeddata', r, {once: true}))")
+            "v => v.readyState >= 2 || new Promise(r => v.addEventListener('loadeddata', r, {once: true}))"
+        )
     controls.locator("[data-act=play]").click()
     page.wait_for_timeout(1200)
     state = grid.locator("video").evaluate_all(
-        "vs => vs.map(v => ({paused: v.paused, t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames}))")
+        "vs => vs.map(v => ({paused: v.paused, t: v.currentTime,"
+        " frames: v.getVideoPlaybackQuality().totalVideoFrames}))"
+    )
     assert all(not s["paused"] and s["t"] > 0.3 and s["frames"] > 0 for s in state), state
     times = [s["t"] for s in state]
     assert max(times) - min(times) < 0.3, f"tiles drifted apart: {times}"
@@ -276,8 +309,9 @@ def open_saved(browser, lab, name, videos):
     """Open a saved notebook and wait until its `videos` <video> elements are rendered."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(lab_url(lab, name))
-    page.wait_for_function("n => document.querySelectorAll('.jp-Notebook video').length >= n", arg=videos,
-                           timeout=60_000)
+    page.wait_for_function(
+        "n => document.querySelectorAll('.jp-Notebook video').length >= n", arg=videos, timeout=60_000
+    )
     return page
 
 
@@ -315,8 +349,10 @@ def cells_trusted(page):
 
 # what a host that forbids media looks like (GitHub-like): the page, its styles and its own
 # scripts load; images may be files or data: URIs; no <video>/<audio> source at all
-STRICT_POLICY = ("default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
-                 "img-src 'self' data:; media-src 'none'")
+STRICT_POLICY = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; media-src 'none'"
+)
 # mean per-channel difference between a <video> spot and its still (browser_pages.still_shown):
 # measured on Chromium 156, the still drawn there scores 0.6-3.3; the grey "0:00" player of a
 # video without a poster scores 18-46 against the same (dark) stills
@@ -325,13 +361,20 @@ STILL_SHOWN_BELOW = 8
 
 def test_export_shows_every_still_under_a_media_src_none_policy(executed, browser):
     for args in (["executed.ipynb"], ["executed.ipynb", "--embed", "--out", "executed-embed.html"]):
-        done = subprocess.run([sys.executable, "-m", "kling_nb", "export", *args], cwd=executed,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "kling_nb", "export", *args],
+            cwd=executed,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
     with policy_server(executed, STRICT_POLICY) as base:
-        for page_name, picture in (("executed.html", "export-media-src-none.png"),
-                                   ("executed-embed.html", "export-embed-media-src-none.png")):
+        for page_name, picture in (
+            ("executed.html", "export-media-src-none.png"),
+            ("executed-embed.html", "export-embed-media-src-none.png"),
+        ):
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             try:
                 page.add_init_script("""window.__blocked = [];
@@ -342,8 +385,11 @@ def test_export_shows_every_still_under_a_media_src_none_policy(executed, browse
                 videos = page.locator("video")
                 assert videos.count() == VIDEOS_IN_EXECUTED, page_name
                 # the policy is in force: no video loads a single byte
-                page.wait_for_function("() => [...document.querySelectorAll('video')].every(v => v.error || "
-                                       "v.networkState === HTMLMediaElement.NETWORK_NO_SOURCE)", timeout=15_000)
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('video')].every(v => v.error || "
+                    "v.networkState === HTMLMediaElement.NETWORK_NO_SOURCE)",
+                    timeout=15_000,
+                )
                 assert videos.evaluate_all("vs => vs.map(v => v.readyState)") == [0] * VIDEOS_IN_EXECUTED
                 assert "media-src" in page.evaluate("() => window.__blocked"), page_name
 
@@ -362,7 +408,8 @@ def test_export_shows_every_still_under_a_media_src_none_policy(executed, browse
                     distance = still_shown(video.screenshot(), stills[i])
                     assert distance < STILL_SHOWN_BELOW, (
                         f"{page_name}: video {i} does not show its still (distance {distance:.1f}); "
-                        f"see test-artifacts/{picture}")
+                        f"see test-artifacts/{picture}"
+                    )
                 # the measure tells a dead player from a still: without its poster, the first spot fails it
                 videos.first.evaluate("v => v.removeAttribute('poster')")
                 page.wait_for_timeout(300)
@@ -372,9 +419,14 @@ def test_export_shows_every_still_under_a_media_src_none_policy(executed, browse
 
 
 def test_play_all_lets_the_long_clip_run_past_the_short_one(lab, lab_page):
-    nbformat.write(notebook(FAST_SIM, "%%kling --name lengths\nsweep:\n  duration: [5, 10]\n---\n"
-                                      "A paper lantern drifting up into the night", "%kling wait"),
-                   lab["root"] / "lengths.ipynb")
+    nbformat.write(
+        notebook(
+            FAST_SIM,
+            "%%kling --name lengths\nsweep:\n  duration: [5, 10]\n---\nA paper lantern drifting up into the night",
+            "%kling wait",
+        ),
+        lab["root"] / "lengths.ipynb",
+    )
     page = lab_page("lengths.ipynb")
     run_all(page)
     grid = page.locator(".kling-grid").first
@@ -383,7 +435,8 @@ def test_play_all_lets_the_long_clip_run_past_the_short_one(lab, lab_page):
     videos = grid.locator("video")
     for i in range(2):
         videos.nth(i).evaluate(
-            "v => v.readyState >= 2 || new Promise(r => v.addEventListener('loadeddata', r, {once: true}))")
+            "v => v.readyState >= 2 || new Promise(r => v.addEventListener('loadeddata', r, {once: true}))"
+        )
     durations = videos.evaluate_all("vs => vs.map(v => v.duration)")
     long_i = 0 if durations[0] > durations[1] else 1
     short_i = 1 - long_i
@@ -435,13 +488,16 @@ def test_untrusted_notebook_has_no_dead_grid_controls(lab, executed, lab_page):
             assert poster.startswith("data:image/jpeg;base64,"), "the inline still is gone"
             assert video.locator("img").count() == 1  # the still's file, for sanitizers that strip <video>
             video.evaluate(
-                "v => v.readyState >= 2 || new Promise(r => v.addEventListener('loadeddata', r, {once: true}))")
+                "v => v.readyState >= 2 || new Promise(r => v.addEventListener('loadeddata', r, {once: true}))"
+            )
             still = base64.b64decode(poster.split(",", 1)[1])
             tiles.append({**video.evaluate(POSTER_LOADS), "distance": round(still_shown(video.screenshot(), still), 1)})
     # what a reader sees before pressing play: each tile's still (the poster must load here)
     blank = [t for t in tiles if not (t["ok"] and t["width"] > 0) or t["distance"] >= STILL_SHOWN_BELOW]
-    assert not blank, (f"{len(blank)} of {len(tiles)} grid tiles show no still in JupyterLab "
-                       f"(see test-artifacts/untrusted-grid.png): {blank}")
+    assert not blank, (
+        f"{len(blank)} of {len(tiles)} grid tiles show no still in JupyterLab "
+        f"(see test-artifacts/untrusted-grid.png): {blank}"
+    )
 
 
 def test_captions_keep_aa_contrast_in_dark_and_light_theme(lab, executed, lab_page):
@@ -458,13 +514,16 @@ def test_captions_keep_aa_contrast_in_dark_and_light_theme(lab, executed, lab_pa
             page.wait_for_function(
                 """t => document.body.dataset.jpThemeName === t &&
                        getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim() !== ''""",
-                arg=theme, timeout=30_000)
+                arg=theme,
+                timeout=30_000,
+            )
             page.wait_for_timeout(500)  # the theme's stylesheet applies after the attribute changes
             result = caption.evaluate(CONTRAST)
             every = f"els => els.map({CONTRAST})"
             figcaptions = page.locator(".jp-Notebook .kling-grid figcaption").evaluate_all(every)
-            others = page.locator(".jp-Notebook .kling-result [style*='color'], "
-                                  ".jp-Notebook .kling-grid [style*='color']").evaluate_all(every)
+            others = page.locator(
+                ".jp-Notebook .kling-result [style*='color'], .jp-Notebook .kling-grid [style*='color']"
+            ).evaluate_all(every)
             measured[tag] = {"caption": result, "figcaptions": figcaptions, "all coloured text": others}
             shot(page.locator(".jp-OutputArea-output:has(.kling-caption)").first, f"caption-{tag}.png")
             dark_bg = sum(result["bg"][:3]) < 3 * 100

@@ -14,7 +14,6 @@ import requests
 from PIL import Image
 from requests.adapters import BaseAdapter
 
-from kling_nb.service.client import Client
 from kling_nb.errors import (
     AuthError,
     ConfigError,
@@ -29,6 +28,7 @@ from kling_nb.errors import (
     SubmitUnknownError,
     TransportError,
 )
+from kling_nb.service.client import Client
 from kling_nb.sim import Faults, SimConfig, Simulator
 
 from .hostile_server import tiny_mp4
@@ -171,8 +171,10 @@ def test_truncated_download_is_retried_and_never_left_partial(client, sim, tmp_p
 
 
 def test_expired_url():
-    with Simulator(config=SimConfig(queue_s=0, run_s=0.05, result_lifetime_s=0.2)) as sim, \
-            Client(sim.base_url, SECRET) as c:
+    with (
+        Simulator(config=SimConfig(queue_s=0, run_s=0.05, result_lifetime_s=0.2)) as sim,
+        Client(sim.base_url, SECRET) as c,
+    ):
         done = finish(c, c.submit(BODY).id)
         time.sleep(0.3)
         with pytest.raises(ExpiredError):
@@ -210,8 +212,15 @@ def scripted_client(script, sleeps):
     session = requests.Session()
     adapter = Scripted(script)
     session.mount("https://", adapter)
-    client = Client("https://api.example", SECRET, session=session, sleep=sleeps.append, backoff_base=1,
-                    backoff_cap=8, max_retries=3)
+    client = Client(
+        "https://api.example",
+        SECRET,
+        session=session,
+        sleep=sleeps.append,
+        backoff_base=1,
+        backoff_cap=8,
+        max_retries=3,
+    )
     return client, adapter
 
 
@@ -221,8 +230,14 @@ TASK = {"id": "video_1", "status": "queued", "progress": 0, "created_at": 1}
 def test_retry_after_is_honoured_and_backoff_capped():
     sleeps = []
     client, adapter = scripted_client(
-        [(429, {"error": {"message": "slow down"}}, {"Retry-After": "5"}), (503, {}, {}), (502, {}, {}),
-         (200, TASK, {})], sleeps)
+        [
+            (429, {"error": {"message": "slow down"}}, {"Retry-After": "5"}),
+            (503, {}, {}),
+            (502, {}, {}),
+            (200, TASK, {}),
+        ],
+        sleeps,
+    )
     assert client.status("video_1").status == "queued"
     assert len(adapter.requests) == 4 and len(sleeps) == 3
     assert sleeps[0] == 5  # Retry-After beats the (smaller) jittered backoff of the first retry
@@ -247,8 +262,13 @@ def test_connection_refused_submit_is_retried_because_nothing_was_sent():
 
 @pytest.mark.parametrize(
     "failure",
-    [requests.ConnectionError(Exception("RemoteDisconnected")), requests.ReadTimeout("read timed out"),
-     (500, {}, {}), (504, {}, {}), (200, b"<html>not json</html>", {})],
+    [
+        requests.ConnectionError(Exception("RemoteDisconnected")),
+        requests.ReadTimeout("read timed out"),
+        (500, {}, {}),
+        (504, {}, {}),
+        (200, b"<html>not json</html>", {}),
+    ],
     ids=["dropped", "read-timeout", "500", "504", "garbage-reply"],
 )
 def test_every_unknown_submit_outcome_is_sent_once(failure):
@@ -313,8 +333,11 @@ def test_non_video_download_leaves_nothing(tmp_path):
 def test_the_key_never_appears_in_errors_or_logs(client, sim, caplog):
     caplog.set_level(logging.DEBUG)
     messages = []
-    for call in (lambda: client.submit({**BODY, "mode": "x"}), lambda: client.status("video_NONE"),
-                 lambda: client.submit({**BODY, "prompt": "sim:reject"})):
+    for call in (
+        lambda: client.submit({**BODY, "mode": "x"}),
+        lambda: client.status("video_NONE"),
+        lambda: client.submit({**BODY, "prompt": "sim:reject"}),
+    ):
         with pytest.raises(KlingError) as err:
             call()
         messages += [str(err.value), repr(err.value), err.value.message]

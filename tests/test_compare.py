@@ -47,8 +47,10 @@ def test_rerunning_a_sweep_sends_nothing(sim, tmp_path):
 
 
 def test_a_failed_variant_stays_in_its_tile(sim, tmp_path):
-    cell = ("%%kling --name mixed\nvariants:\n  - prompt: A calm sea\n  - prompt: sim:fail a storm\n"
-            "  - prompt: A harbour\n---\n")
+    cell = (
+        "%%kling --name mixed\nvariants:\n  - prompt: A calm sea\n  - prompt: sim:fail a storm\n"
+        "  - prompt: A harbour\n---\n"
+    )
     nb = run(notebook(FAST_CONFIG, cell, "%kling wait"), tmp_path, sim_env(sim))
     grid = html_of(nb.cells[1])
     assert len(videos(grid)) == 2 and grid.count('class="kling-error"') == 1
@@ -57,22 +59,35 @@ def test_a_failed_variant_stays_in_its_tile(sim, tmp_path):
 
 def test_confirmation_limit(sim, tmp_path):
     cell = "%%kling{}\nsweep:\n  duration: [5, 10]\n  mode: [std, pro]\n---\nA kite"
-    nb = run(notebook(FAST_CONFIG, "%config KlingMagics.confirm_above = 3", (cell.format(""), ["raises-exception"]),
-                      cell.format(" --yes"), "%kling wait"), tmp_path, sim_env(sim))
+    nb = run(
+        notebook(
+            FAST_CONFIG,
+            "%config KlingMagics.confirm_above = 3",
+            (cell.format(""), ["raises-exception"]),
+            cell.format(" --yes"),
+            "%kling wait",
+        ),
+        tmp_path,
+        sim_env(sim),
+    )
     refused = [o for o in nb.cells[2].outputs if o.output_type == "error"][0]
     assert "4 billed generations" in refused.evalue and "--yes" in refused.evalue
     assert sim.count("submit") == 4  # only the confirmed cell
 
 
 def test_compare_named_generations_from_different_cells(sim, tmp_path):
-    nb = run(notebook(
-        FAST_CONFIG,
-        "%%kling --name calm\n---\nA calm sea",
-        "%%kling --name rough\nmode: pro\n---\nA rough sea",
-        "%kling wait",
-        "%kling compare calm rough",
-        "import kling_nb\ngens = kling_nb.compare([calm, rough])\nprint(len(gens))",
-    ), tmp_path, sim_env(sim))
+    nb = run(
+        notebook(
+            FAST_CONFIG,
+            "%%kling --name calm\n---\nA calm sea",
+            "%%kling --name rough\nmode: pro\n---\nA rough sea",
+            "%kling wait",
+            "%kling compare calm rough",
+            "import kling_nb\ngens = kling_nb.compare([calm, rough])\nprint(len(gens))",
+        ),
+        tmp_path,
+        sim_env(sim),
+    )
     grid = html_of(nb.cells[4])
     assert len(videos(grid)) == 2 and "name=calm" in grid and "name=rough" in grid
     assert len(videos(html_of(nb.cells[5]))) == 2 and "2" in text_of(nb.cells[5])

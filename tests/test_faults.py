@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 
 from kling_nb import KlingError
-from kling_nb.engine.session import Runtime
-from kling_nb.engine.schedule import PollSchedule
-from kling_nb.sim import Faults, SimConfig, Simulator
 from kling_nb.cell.spec import from_fields
+from kling_nb.engine.schedule import PollSchedule
+from kling_nb.engine.session import Runtime
+from kling_nb.sim import Faults, SimConfig, Simulator
 
 KINDS = ("429", "500", "502", "503", "drop", "slow", "truncate", "drop_after_accept")
 
@@ -21,8 +21,12 @@ def test_hundred_generations_with_a_fifth_of_requests_faulted(tmp_path):
     with Simulator(config=SimConfig(queue_s=0.2, run_s=1.0)) as sim:
         sim.set_faults(Faults(rate=0.2, kinds=KINDS, seed=20261124, retry_after=0.05, slow_s=3.0))
         runtime = Runtime(
-            output_dir=tmp_path / "kling_outputs", base_url=sim.base_url, api_key="sk-faults",
-            schedule=PollSchedule(0.2, 0.5, 0.1, max_s=1.0), workers=8, environ={},
+            output_dir=tmp_path / "kling_outputs",
+            base_url=sim.base_url,
+            api_key="sk-faults",
+            schedule=PollSchedule(0.2, 0.5, 0.1, max_s=1.0),
+            workers=8,
+            environ={},
             client_options={"read_timeout": 2.0, "backoff_base": 0.02, "backoff_cap": 0.2, "max_retries": 8},
         )
         try:
@@ -60,8 +64,13 @@ def test_hundred_generations_with_a_fifth_of_requests_faulted(tmp_path):
 
 def test_a_broken_journal_is_reported_on_the_generation_not_swallowed(tmp_path):
     with Simulator(config=SimConfig(queue_s=0.05, run_s=0.2)) as sim:
-        runtime = Runtime(output_dir=tmp_path, base_url=sim.base_url, api_key="k", environ={},
-                          schedule=PollSchedule(0.05, 0.1, 0.05, max_s=0.2))
+        runtime = Runtime(
+            output_dir=tmp_path,
+            base_url=sim.base_url,
+            api_key="k",
+            environ={},
+            schedule=PollSchedule(0.05, 0.1, 0.05, max_s=0.2),
+        )
         try:
             gen = runtime.run(from_fields("A kite", {}))
 

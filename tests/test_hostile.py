@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from kling_nb import SpecError, parse
+from kling_nb.cell.spec import from_fields
 from kling_nb.engine.generation import Snapshot, State
+from kling_nb.engine.schedule import PollSchedule
+from kling_nb.engine.session import Runtime
 from kling_nb.errors import GenerationFailed
 from kling_nb.notebook.render import failure_html, generation_html
-from kling_nb.engine.session import Runtime
-from kling_nb.engine.schedule import PollSchedule
-from kling_nb.cell.spec import from_fields
 
 from .hostile_server import tiny_mp4
 
@@ -34,8 +34,15 @@ def files(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("name, reason", [("big.jpg", r"11,534,339 bytes; the upload limit is 10,485,760 bytes"), ("text.png", "not an image"),
-                                          ("zero.png", "empty"), ("movie.png", "is a video")])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("big.jpg", r"11,534,339 bytes; the upload limit is 10,485,760 bytes"),
+        ("text.png", "not an image"),
+        ("zero.png", "empty"),
+        ("movie.png", "is a video"),
+    ],
+)
 def test_hostile_files_are_refused_before_sending(files, name, reason):
     with pytest.raises(SpecError, match=reason):
         parse(f"images: [{name}]\n---\n<<<image_1>>>", base_dir=files)
@@ -74,7 +81,9 @@ class Hostile(BaseHTTPRequestHandler):
         if mode == "badjson":
             return self.send(200, b"{not json")
         if mode == "htmlerror":
-            return self.send(400, {"error": {"code": "invalid_request", "message": EVIL_HTML, "type": "invalid_request"}})
+            return self.send(
+                400, {"error": {"code": "invalid_request", "message": EVIL_HTML, "type": "invalid_request"}}
+            )
         task_id = {"escape": "../../escaped", "slash": "video_a/../../b"}.get(mode, f"video_{mode}")
         self.tasks[task_id] = mode
         return self.send(200, {"id": task_id, "status": "queued", "progress": 0})
@@ -91,10 +100,25 @@ class Hostile(BaseHTTPRequestHandler):
                 "traverse": f"{base}/media/../../../../etc/passwd",
             }.get(mode, f"{base}/media/ok.mp4")
             if mode == "failhtml":
-                return self.send(200, {"id": task_id, "status": "failed", "progress": 10,
-                                       "error": {"code": "<b>x</b>", "message": EVIL_HTML}})
-            return self.send(200, {"id": task_id, "status": "completed", "progress": 100, "expires_at": 4102444800,
-                                   "result": {"data": [{"url": url}]}})
+                return self.send(
+                    200,
+                    {
+                        "id": task_id,
+                        "status": "failed",
+                        "progress": 10,
+                        "error": {"code": "<b>x</b>", "message": EVIL_HTML},
+                    },
+                )
+            return self.send(
+                200,
+                {
+                    "id": task_id,
+                    "status": "completed",
+                    "progress": 100,
+                    "expires_at": 4102444800,
+                    "result": {"data": [{"url": url}]},
+                },
+            )
         if self.path == "/media/redirect":
             return self.send(302, b"", headers=[("Location", "file:///etc/passwd")])
         if self.path == "/media/page.html":
@@ -127,9 +151,14 @@ def hostile():
 )
 def test_hostile_replies_end_in_a_clear_error_inside_the_folder(hostile, tmp_path, mode, words):
     out = tmp_path / "project" / "kling_outputs"
-    runtime = Runtime(output_dir=out, base_url=hostile, api_key="sk-hostile", environ={},
-                      schedule=PollSchedule(0.05, 0.1, 0.05, max_s=0.2), client_options={"max_retries": 1,
-                                                                                    "backoff_base": 0.01})
+    runtime = Runtime(
+        output_dir=out,
+        base_url=hostile,
+        api_key="sk-hostile",
+        environ={},
+        schedule=PollSchedule(0.05, 0.1, 0.05, max_s=0.2),
+        client_options={"max_retries": 1, "backoff_base": 0.01},
+    )
     try:
         gen = runtime.run(from_fields(f"{mode} scene", {})).wait(30)
         assert gen.error is not None and words in gen.error.message
@@ -146,8 +175,9 @@ def test_hostile_replies_end_in_a_clear_error_inside_the_folder(hostile, tmp_pat
 
 def test_traversal_in_the_result_url_stays_in_the_folder(hostile, tmp_path):
     out = tmp_path / "kling_outputs"
-    runtime = Runtime(output_dir=out, base_url=hostile, api_key="k", environ={},
-                      schedule=PollSchedule(0.05, 0.1, 0.05, max_s=0.2))
+    runtime = Runtime(
+        output_dir=out, base_url=hostile, api_key="k", environ={}, schedule=PollSchedule(0.05, 0.1, 0.05, max_s=0.2)
+    )
     try:
         gen = runtime.run(from_fields("traverse scene", {})).wait(30)
     finally:
@@ -157,8 +187,14 @@ def test_traversal_in_the_result_url_stays_in_the_folder(hostile, tmp_path):
 
 
 def test_failure_markup_is_escaped():
-    snap = Snapshot(status=State.FAILED, body={"prompt": "<script>x()</script>"}, name="<i>n</i>", task_id="<t>",
-                    error=GenerationFailed(EVIL_HTML), elapsed_s=1)
+    snap = Snapshot(
+        status=State.FAILED,
+        body={"prompt": "<script>x()</script>"},
+        name="<i>n</i>",
+        task_id="<t>",
+        error=GenerationFailed(EVIL_HTML),
+        elapsed_s=1,
+    )
     html = failure_html(snap)
     assert "<script>" not in html and EVIL_HTML not in html and "<i>n</i>" not in html
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html

@@ -97,18 +97,30 @@ def test_non_final_error_keeps_status(journal):
 
 def test_events_only_on_change(journal):
     _, rec = journal.begin("id1", BODY)
-    for s in [status("queued"), status("queued"), status("in_progress", 10), status("in_progress", 10),
-              status("in_progress", 50), status("completed", 100)]:
+    for s in [
+        status("queued"),
+        status("queued"),
+        status("in_progress", 10),
+        status("in_progress", 10),
+        status("in_progress", 50),
+        status("completed", 100),
+    ]:
         journal.record_status(rec.id, s)
     assert [(e[1], e[2]) for e in journal.events(rec.id)] == [
-        ("submitting", 0), ("queued", 0), ("in_progress", 10), ("in_progress", 50), ("completed", 100)]
+        ("submitting", 0),
+        ("queued", 0),
+        ("in_progress", 10),
+        ("in_progress", 50),
+        ("completed", 100),
+    ]
 
 
 def test_pending_history_and_names(journal):
     runs = []
     for i in range(3):
-        _, rec = journal.begin(f"id{i}", {**BODY, "prompt": f"p{i}"}, name="sweep" if i else "one", run_id="r1" if i
-                               else "r0")
+        _, rec = journal.begin(
+            f"id{i}", {**BODY, "prompt": f"p{i}"}, name="sweep" if i else "one", run_id="r1" if i else "r0"
+        )
         journal.set_task(rec.id, status("queued", task=f"video_{i}"))
         runs.append(rec)
     journal.record_status(runs[0].id, status("completed", 100, task="video_0"))
@@ -186,8 +198,10 @@ j.close()
 def test_two_processes_never_both_submit_and_lose_no_rows(tmp_path):
     path = tmp_path / "shared.sqlite"
     Journal(path).close()
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(path), tag], stdout=subprocess.PIPE, text=True)
-             for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(path), tag], stdout=subprocess.PIPE, text=True)
+        for tag in ("a", "b")
+    ]
     outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     for i in range(50):
@@ -196,8 +210,10 @@ def test_two_processes_never_both_submit_and_lose_no_rows(tmp_path):
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("SELECT COUNT(*) FROM generations WHERE identity LIKE 'shared-%'").fetchone()[0] == 50
-        own = db.execute("SELECT COUNT(*) FROM events e JOIN generations g ON g.id = e.generation_id "
-                         "WHERE g.identity NOT LIKE 'shared-%'").fetchone()[0]
+        own = db.execute(
+            "SELECT COUNT(*) FROM events e JOIN generations g ON g.id = e.generation_id "
+            "WHERE g.identity NOT LIKE 'shared-%'"
+        ).fetchone()[0]
         assert own == 2 * 50 * 6  # 'submitting' + 5 progress steps, for every record of both
     finally:
         db.close()

@@ -1,10 +1,10 @@
 """The layers a newcomer sees in the folders are the layers the imports follow.
 
-    contract, errors        the shared vocabulary (no kling_nb imports)
-    cell/ service/ media/ sim/   text -> request; HTTP; frames; the simulator   (vocabulary only)
-    engine/                 lifecycle, journal, session            (cell, service, media, sim)
-    notebook/               IPython and ipywidgets                 (everything below it)
-    kling_nb/__init__.py    the public API                         (anything)
+contract, errors        the shared vocabulary (no kling_nb imports)
+cell/ service/ media/ sim/   text -> request; HTTP; frames; the simulator   (vocabulary only)
+engine/                 lifecycle, journal, session            (cell, service, media, sim)
+notebook/               IPython and ipywidgets                 (everything below it)
+kling_nb/__init__.py    the public API                         (anything)
 """
 
 from __future__ import annotations
@@ -58,8 +58,11 @@ def imports_of(path: Path) -> set[str]:
                 target = node.module or ""
             found.add(target)
             if not node.module or node.level:  # `from . import render`: the names are modules
-                found.update(f"{target}.{alias.name}" for alias in node.names
-                             if (ROOT.parent / Path(*f"{target}.{alias.name}".split("."))).with_suffix(".py").exists())
+                found.update(
+                    f"{target}.{alias.name}"
+                    for alias in node.names
+                    if (ROOT.parent / Path(*f"{target}.{alias.name}".split("."))).with_suffix(".py").exists()
+                )
     return found
 
 

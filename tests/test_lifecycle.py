@@ -368,8 +368,9 @@ def test_with_a_key_the_simulator_libraries_are_never_imported(tmp_path):
         "print('LOADED', sorted(m for m in ('av', 'numpy', 'PIL') if m in sys.modules))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "TOAPIS_API_KEY": "sk-test-key", "HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "LOADED []" in out.stdout
     assert "curl" in out.stdout and "https://toapis.com/v1/videos/generations" in out.stdout

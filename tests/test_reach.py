@@ -38,16 +38,21 @@ def video_bundles(nb):
 
 
 def test_every_saved_shape_carries_stills_and_no_path_of_this_machine(sim, tmp_path):
-    nb = run(notebook(
-        FAST_CONFIG,
-        "%%kling --name one --wait\n---\nA lantern in a dark room",
-        "%%kling --name pair --wait\nsweep:\n  duration: [5, 10]\n---\nA lantern on a stair",
-        "%%kling --name broken --wait\n---\nsim:fail a lantern",
-        "%kling compare one pair",
-        "%kling history",
-        "%kling show one",
-        "%%kling --dry-run\nimages: [media/frame.png]\n---\nA <<<image_1>>> lantern",
-    ), tmp_path, sim_env(sim), setup=_make_image)
+    nb = run(
+        notebook(
+            FAST_CONFIG,
+            "%%kling --name one --wait\n---\nA lantern in a dark room",
+            "%%kling --name pair --wait\nsweep:\n  duration: [5, 10]\n---\nA lantern on a stair",
+            "%%kling --name broken --wait\n---\nsim:fail a lantern",
+            "%kling compare one pair",
+            "%kling history",
+            "%kling show one",
+            "%%kling --dry-run\nimages: [media/frame.png]\n---\nA <<<image_1>>> lantern",
+        ),
+        tmp_path,
+        sim_env(sim),
+        setup=_make_image,
+    )
     found = video_bundles(nb)
     assert len(found) == 4  # single, grid, compare, show
     for data in found:
@@ -86,7 +91,7 @@ def test_ten_results_stay_under_300_kb(sim, tmp_path):
 COLAB_STANDIN = '''\
 """A stand-in for Colab's package: Secrets hold the key, as in Colab's sidebar."""
 '''
-USERDATA = '''\
+USERDATA = """\
 import os
 
 
@@ -98,7 +103,7 @@ def get(name):
     if name != "TOAPIS_API_KEY":
         raise SecretNotFoundError(name)
     return os.environ["STANDIN_COLAB_SECRET"]
-'''
+"""
 
 
 def colab_site(tmp_path):
@@ -113,8 +118,12 @@ def colab_site(tmp_path):
 def colab_env(sim, tmp_path):
     # No TOAPIS_API_KEY: the key must come from the stand-in's Secrets, and the simulator
     # accepts only that key (so a completed generation proves it was found).
-    return {"TOAPIS_BASE_URL": sim.base_url, "TOAPIS_API_KEY": "", "PYTHONPATH": str(colab_site(tmp_path)),
-            "STANDIN_COLAB_SECRET": SECRET}
+    return {
+        "TOAPIS_BASE_URL": sim.base_url,
+        "TOAPIS_API_KEY": "",
+        "PYTHONPATH": str(colab_site(tmp_path)),
+        "STANDIN_COLAB_SECRET": SECRET,
+    }
 
 
 @pytest.fixture
@@ -124,11 +133,15 @@ def keyed_sim():
 
 
 def test_colab_finds_the_key_in_secrets_and_embeds_the_video(keyed_sim, tmp_path):
-    nb = run(notebook(
-        "import google.colab  # Colab imports it before any cell runs",
-        FAST_CONFIG,
-        "%%kling --name lit --wait\n---\nA lantern is lit",
-    ), tmp_path, colab_env(keyed_sim, tmp_path))
+    nb = run(
+        notebook(
+            "import google.colab  # Colab imports it before any cell runs",
+            FAST_CONFIG,
+            "%%kling --name lit --wait\n---\nA lantern is lit",
+        ),
+        tmp_path,
+        colab_env(keyed_sim, tmp_path),
+    )
     [data] = video_bundles(nb)
     assert keyed_sim.count("submit") == 1
     assert re.search(r'<video src="data:video/mp4;base64,', data["text/html"])
@@ -138,11 +151,15 @@ def test_colab_finds_the_key_in_secrets_and_embeds_the_video(keyed_sim, tmp_path
 
 
 def test_colab_above_the_cap_keeps_the_still_and_says_why(keyed_sim, tmp_path):
-    nb = run(notebook(
-        "import google.colab",
-        FAST_CONFIG + "\n%config KlingMagics.embed_max_mb = 0.001",
-        "%%kling --name lit --wait\n---\nA lantern is lit",
-    ), tmp_path, colab_env(keyed_sim, tmp_path))
+    nb = run(
+        notebook(
+            "import google.colab",
+            FAST_CONFIG + "\n%config KlingMagics.embed_max_mb = 0.001",
+            "%%kling --name lit --wait\n---\nA lantern is lit",
+        ),
+        tmp_path,
+        colab_env(keyed_sim, tmp_path),
+    )
     [data] = video_bundles(nb)
     assert '<video src="kling_outputs/' in data["text/html"] and "over the 1,048 bytes cap" in data["text/html"]
     assert base64.b64decode(data["image/jpeg"]).startswith(JPEG)
@@ -229,11 +246,16 @@ def test_export_never_reads_outside_the_notebook_folder(tmp_path):
     (folder / "link.mp4").symlink_to(outside)
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
-    html = (f'<video src="../private.mp4"></video><video src="{outside}"></video><video src="link.mp4"></video>'
-            '<video src="%2E%2E/private.mp4"></video>')
+    html = (
+        f'<video src="../private.mp4"></video><video src="{outside}"></video><video src="link.mp4"></video>'
+        '<video src="%2E%2E/private.mp4"></video>'
+    )
     cell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": html})]
     nb.cells.append(cell)
     nbformat.write(nb, folder / "hostile.ipynb")
     result = export(folder / "hostile.ipynb", embed=True)
     assert result.embedded == {}
-    assert "PRIVATE" not in result.path.read_text() and base64.b64encode(b"PRIVATE").decode() not in result.path.read_text()
+    assert (
+        "PRIVATE" not in result.path.read_text()
+        and base64.b64encode(b"PRIVATE").decode() not in result.path.read_text()
+    )

@@ -52,8 +52,12 @@ def journal_has_task(folder):
 
 
 def test_kernel_killed_mid_generation_then_rerun_reattaches(sim, tmp_path):
-    start_and_kill(tmp_path, sim_env(sim), FAST_CONFIG + "\n" + "get_ipython().run_cell_magic('kling', "
-                   "'--name kite', 'A red kite over green hills')", lambda: journal_has_task(tmp_path))
+    start_and_kill(
+        tmp_path,
+        sim_env(sim),
+        FAST_CONFIG + "\n" + "get_ipython().run_cell_magic('kling', '--name kite', 'A red kite over green hills')",
+        lambda: journal_has_task(tmp_path),
+    )
     assert sim.count("submit") == 1
     nb = run(notebook(FAST_CONFIG, CELL, "%kling wait"), tmp_path, sim_env(sim))
     assert sim.count("submit") == 1  # re-attached, not submitted again
@@ -62,8 +66,12 @@ def test_kernel_killed_mid_generation_then_rerun_reattaches(sim, tmp_path):
 
 
 def test_resume_after_restart(sim, tmp_path):
-    start_and_kill(tmp_path, sim_env(sim), FAST_CONFIG + "\n" + "get_ipython().run_cell_magic('kling', "
-                   "'--name kite', 'A red kite over green hills')", lambda: journal_has_task(tmp_path))
+    start_and_kill(
+        tmp_path,
+        sim_env(sim),
+        FAST_CONFIG + "\n" + "get_ipython().run_cell_magic('kling', '--name kite', 'A red kite over green hills')",
+        lambda: journal_has_task(tmp_path),
+    )
     nb = run(notebook(FAST_CONFIG, "%kling resume", "%kling wait"), tmp_path, sim_env(sim))
     assert "re-attached to 1 task" in text_of(nb.cells[1])
     assert '<video src="kling_outputs/' in html_of(nb.cells[1])

@@ -107,8 +107,14 @@ class Loopback:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         with self._lock:
-            self.seen.append({"method": method, "path": handler.path, "body": body,
-                              "headers": {k.lower(): v for k, v in handler.headers.items()}})
+            self.seen.append(
+                {
+                    "method": method,
+                    "path": handler.path,
+                    "body": body,
+                    "headers": {k.lower(): v for k, v in handler.headers.items()},
+                }
+            )
             action = self.script.pop(0) if self.script else self.default
         action(handler)
 
@@ -172,9 +178,12 @@ def test_a_submit_with_an_unknown_outcome_is_sent_exactly_once(answer):
 
 def test_a_rate_limited_submit_was_refused_so_it_is_retried():
     sleeps = []
-    with Loopback([reply(429, {"error": {"message": "slow down", "type": "rate_limit_exceeded"}},
-                         {"Retry-After": "0"})]) as server, \
-            Client(server.url, KEY, sleep=sleeps.append, read_timeout=5) as client:
+    with (
+        Loopback(
+            [reply(429, {"error": {"message": "slow down", "type": "rate_limit_exceeded"}}, {"Retry-After": "0"})]
+        ) as server,
+        Client(server.url, KEY, sleep=sleeps.append, read_timeout=5) as client,
+    ):
         task = client.submit(BODY)
         posts = server.requests("POST")
     assert task.id == TASK["id"] and task.status == "queued"
@@ -193,9 +202,11 @@ def key_anywhere(server: Loopback) -> bool:
 
 @pytest.mark.parametrize("code", [301, 302, 307, 308])
 def test_a_download_redirected_to_another_host_carries_no_key(tmp_path, code):
-    with Loopback(default=reply(200, video())) as other, \
-            Loopback(default=reply(code, b"", {"Location": f"{other.url}/cdn/clip.mp4"})) as api, \
-            client_for(api) as client:
+    with (
+        Loopback(default=reply(200, video())) as other,
+        Loopback(default=reply(code, b"", {"Location": f"{other.url}/cdn/clip.mp4"})) as api,
+        client_for(api) as client,
+    ):
         path = client.download(f"{api.url}/media/clip.mp4", tmp_path / "clip.mp4")
         assert path.read_bytes() == video()  # the redirect was followed to the other host
         assert authorization_seen(api) == [f"Bearer {KEY}"]  # the API host itself gets the key
@@ -205,9 +216,11 @@ def test_a_download_redirected_to_another_host_carries_no_key(tmp_path, code):
 
 @pytest.mark.parametrize("code", [301, 302, 307, 308])
 def test_a_status_request_redirected_to_another_host_carries_no_key(code):
-    with Loopback(default=reply(200, TASK)) as other, \
-            Loopback(default=reply(code, b"", {"Location": f"{other.url}{STATUS_PATH}{TASK['id']}"})) as api, \
-            client_for(api, max_retries=1) as client:
+    with (
+        Loopback(default=reply(200, TASK)) as other,
+        Loopback(default=reply(code, b"", {"Location": f"{other.url}{STATUS_PATH}{TASK['id']}"})) as api,
+        client_for(api, max_retries=1) as client,
+    ):
         try:
             client.status(TASK["id"])
         except KlingError:
@@ -241,8 +254,12 @@ def strings_in(obj, depth=0, seen=None):
 
 
 def where_the_key_is(err: BaseException) -> list[str]:
-    places = {"str": str(err), "repr": repr(err), "message": getattr(err, "message", ""),
-              "traceback": "".join(traceback.format_exception(err))}
+    places = {
+        "str": str(err),
+        "repr": repr(err),
+        "message": getattr(err, "message", ""),
+        "traceback": "".join(traceback.format_exception(err)),
+    }
     found = [name for name, text in places.items() if KEY in text]
     found += [f"args[{i}]" for i, a in enumerate(err.args) for s in strings_in(a) if KEY in s]
     found += [f"attribute {name}" for name, value in vars(err).items() for s in strings_in(value) if KEY in s]

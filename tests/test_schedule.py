@@ -2,8 +2,8 @@
 
 import pytest
 
-from kling_nb.errors import ConfigError
 from kling_nb.engine.schedule import PollSchedule
+from kling_nb.errors import ConfigError
 
 S = PollSchedule(first_s=5, interval_s=10, min_s=0.5, margin_s=0.15, max_s=30)
 

@@ -10,25 +10,30 @@ from .kernel_harness import FAST_CONFIG, SECRET, as_text, notebook, run, sim_env
 
 def test_the_key_leaves_no_trace(tmp_path):
     with Simulator(key=SECRET, config=SimConfig(queue_s=0.1, run_s=1.0)) as sim:
-        sim.set_faults(Faults(rate=0.3, kinds=("429", "503", "drop"), seed=7, retry_after=0.05,
-                              endpoints=("status", "download")))
-        nb = run(notebook(
-            "import logging\nlogging.basicConfig(filename='kling.log', level=logging.DEBUG, force=True)",
-            FAST_CONFIG,
-            "%%kling --name good\n---\nA lantern festival",
-            "%%kling --name refused\n---\nsim:reject a scene",
-            "%%kling --name failing\n---\nsim:fail a scene",
-            "%%kling --dry-run\nmode: pro\n---\nA dry run",
-            ("%%kling\nmode: nope\n---\nA mistake", ["raises-exception"]),
-            "%config KlingMagics.base_url = 'http://example.com'",
-            ("%%kling\n---\nx", ["raises-exception"]),
-            "%config KlingMagics.base_url = ''",
-            "%kling wait",
-            "%kling list\n%kling history\n%kling status",
-            "import kling_nb\nprint(repr(good), repr(failing.error), repr(refused.error))\n"
-            "print(repr(get_ipython().find_magic('kling').__self__.runtime))\n"
-            "print(repr(get_ipython().find_magic('kling').__self__.runtime.backend.client))",
-        ), tmp_path, sim_env(sim))
+        sim.set_faults(
+            Faults(rate=0.3, kinds=("429", "503", "drop"), seed=7, retry_after=0.05, endpoints=("status", "download"))
+        )
+        nb = run(
+            notebook(
+                "import logging\nlogging.basicConfig(filename='kling.log', level=logging.DEBUG, force=True)",
+                FAST_CONFIG,
+                "%%kling --name good\n---\nA lantern festival",
+                "%%kling --name refused\n---\nsim:reject a scene",
+                "%%kling --name failing\n---\nsim:fail a scene",
+                "%%kling --dry-run\nmode: pro\n---\nA dry run",
+                ("%%kling\nmode: nope\n---\nA mistake", ["raises-exception"]),
+                "%config KlingMagics.base_url = 'http://example.com'",
+                ("%%kling\n---\nx", ["raises-exception"]),
+                "%config KlingMagics.base_url = ''",
+                "%kling wait",
+                "%kling list\n%kling history\n%kling status",
+                "import kling_nb\nprint(repr(good), repr(failing.error), repr(refused.error))\n"
+                "print(repr(get_ipython().find_magic('kling').__self__.runtime))\n"
+                "print(repr(get_ipython().find_magic('kling').__self__.runtime.backend.client))",
+            ),
+            tmp_path,
+            sim_env(sim),
+        )
         log = sim.log
 
     text = as_text(nb)

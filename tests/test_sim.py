@@ -75,16 +75,50 @@ def test_lifecycle_queued_progress_completed(sim):
     "name, seed_body",
     [
         ("t2v", {"prompt": "Golden hour city skyline", "mode": "std", "duration": 5, "aspect_ratio": "16:9"}),
-        ("image", {"prompt": "Make <<<image_1>>> wave", "mode": "pro", "duration": 5,
-                   "metadata": {"image_list": [{"image_url": "https://example.com/portrait.jpg"}]}}),
-        ("frames", {"prompt": "From <<<image_1>>> to <<<image_2>>>", "mode": "pro", "metadata": {"image_list": [
-            {"image_url": "https://example.com/s.jpg", "type": "first_frame"},
-            {"image_url": "https://example.com/e.jpg", "type": "end_frame"}]}}),
-        ("video", {"prompt": "Transform <<<video_1>>>", "video_list": [
-            {"video_url": "https://example.com/v.mp4", "refer_type": "base", "keep_original_sound": "no"}]}),
-        ("element", {"prompt": "Make <<<element_1>>> imitate <<<video_1>>>", "mode": "pro", "video_list": [
-            {"video_url": "https://example.com/m.mp4", "refer_type": "feature", "keep_original_sound": "no"}],
-            "metadata": {"element_list": [{"url": "https://example.com/c.jpg", "type": "image", "role": "subject"}]}}),
+        (
+            "image",
+            {
+                "prompt": "Make <<<image_1>>> wave",
+                "mode": "pro",
+                "duration": 5,
+                "metadata": {"image_list": [{"image_url": "https://example.com/portrait.jpg"}]},
+            },
+        ),
+        (
+            "frames",
+            {
+                "prompt": "From <<<image_1>>> to <<<image_2>>>",
+                "mode": "pro",
+                "metadata": {
+                    "image_list": [
+                        {"image_url": "https://example.com/s.jpg", "type": "first_frame"},
+                        {"image_url": "https://example.com/e.jpg", "type": "end_frame"},
+                    ]
+                },
+            },
+        ),
+        (
+            "video",
+            {
+                "prompt": "Transform <<<video_1>>>",
+                "video_list": [
+                    {"video_url": "https://example.com/v.mp4", "refer_type": "base", "keep_original_sound": "no"}
+                ],
+            },
+        ),
+        (
+            "element",
+            {
+                "prompt": "Make <<<element_1>>> imitate <<<video_1>>>",
+                "mode": "pro",
+                "video_list": [
+                    {"video_url": "https://example.com/m.mp4", "refer_type": "feature", "keep_original_sound": "no"}
+                ],
+                "metadata": {
+                    "element_list": [{"url": "https://example.com/c.jpg", "type": "image", "role": "subject"}]
+                },
+            },
+        ),
     ],
 )
 def test_seed_examples_are_accepted(sim, name, seed_body):
@@ -132,8 +166,10 @@ def test_auth(sim):
     assert post(sim, body(), headers={}).json()["error"]["type"] == "unauthorized"
     assert post(sim, body(), headers={}).status_code == 401
     with Simulator(key="right", config=SimConfig(queue_s=0, run_s=0.1)) as strict:
-        assert post(strict, body(), headers={"Authorization": "Bearer wrong"}).json()["error"]["type"] == \
-            "authentication_error"
+        assert (
+            post(strict, body(), headers={"Authorization": "Bearer wrong"}).json()["error"]["type"]
+            == "authentication_error"
+        )
         assert post(strict, body(), headers={"Authorization": "Bearer right"}).status_code == 200
 
 
@@ -157,8 +193,12 @@ def png_bytes():
 
 
 def test_upload(sim):
-    reply = requests.post(sim.base_url + "/v1/uploads/images", headers=KEY,
-                          files={"file": ("a.png", png_bytes(), "image/png")}, data={"purpose": "generation"})
+    reply = requests.post(
+        sim.base_url + "/v1/uploads/images",
+        headers=KEY,
+        files={"file": ("a.png", png_bytes(), "image/png")},
+        data={"purpose": "generation"},
+    )
     data = reply.json()
     assert reply.status_code == 200 and data["success"] is True and data["message"] == ""
     assert data["data"]["mime_type"] == "image/png" and data["data"]["id"].startswith("upload_")
@@ -175,8 +215,9 @@ def test_upload_refusals(sim, content, message):
     assert reply.status_code == 400 and reply.json()["success"] is False and message in reply.json()["message"]
 
 
-@pytest.mark.parametrize("ratio, size, duration", [("16:9", (320, 180), 5), ("9:16", (180, 320), 10),
-                                                   ("1:1", (320, 320), 5)])
+@pytest.mark.parametrize(
+    "ratio, size, duration", [("16:9", (320, 180), 5), ("9:16", (180, 320), 10), ("1:1", (320, 320), 5)]
+)
 def test_result_is_playable_h264_at_the_requested_shape(sim, tmp_path, ratio, size, duration):
     done = wait_done(sim, post(sim, body(aspect_ratio=ratio, duration=duration)).json()["id"])
     raw = requests.get(done["result"]["data"][0]["url"], timeout=30).content
@@ -289,8 +330,9 @@ def test_log_and_stats(sim):
 
 
 def test_cli_prints_its_base_url():
-    proc = subprocess.Popen([sys.executable, "-m", "kling_nb.sim", "--port", "0", "--run-s", "0.1"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kling_nb.sim", "--port", "0", "--run-s", "0.1"], stdout=subprocess.PIPE, text=True
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")

@@ -54,27 +54,34 @@ SEED = {
         "prompt": "Make <<<element_1>>> imitate the motion from <<<video_1>>>",
         "mode": "pro",
         "video_list": [
-            {"video_url": "https://example.com/motion-reference.mp4", "refer_type": "feature",
-             "keep_original_sound": "no"}
+            {
+                "video_url": "https://example.com/motion-reference.mp4",
+                "refer_type": "feature",
+                "keep_original_sound": "no",
+            }
         ],
-        "metadata": {"element_list": [{"url": "https://example.com/character.jpg", "type": "image", "role": "subject"}]},
+        "metadata": {
+            "element_list": [{"url": "https://example.com/character.jpg", "type": "image", "role": "subject"}]
+        },
     },
 }
 
 # The same requests as a person writes them: YAML header, shorthands, prompt after ---.
 SEED_AS_PEOPLE_WRITE = {
-    "text-to-video": "mode: std\nduration: 5\naspect_ratio: 16:9\n---\nGolden hour city skyline, cinematic lens quality",
+    "text-to-video": "mode: std\nduration: 5\naspect_ratio: 16:9\n---\n"
+    "Golden hour city skyline, cinematic lens quality",
     "image-reference": "mode: pro\nduration: 5\nimages:\n  - https://example.com/portrait.jpg\n---\n"
-                       "Make the person in <<<image_1>>> wave at the camera",
-    "first-and-end-frame": "mode: pro\nduration: 5\nimages:\n  - {url: https://example.com/start.jpg, type: first_frame}\n"
-                           "  - {url: https://example.com/end.jpg, type: end_frame}\n---\n"
-                           "Transition from <<<image_1>>> to <<<image_2>>>",
+    "Make the person in <<<image_1>>> wave at the camera",
+    "first-and-end-frame": "mode: pro\nduration: 5\nimages:\n"
+    "  - {url: https://example.com/start.jpg, type: first_frame}\n"
+    "  - {url: https://example.com/end.jpg, type: end_frame}\n---\n"
+    "Transition from <<<image_1>>> to <<<image_2>>>",
     "reference-video": "mode: std\nvideos:\n  - url: https://example.com/source-video.mp4\n    refer_type: base\n"
-                       "    keep_original_sound: no\n---\nTransform <<<video_1>>> into a moonlit cyberpunk street",
+    "    keep_original_sound: no\n---\nTransform <<<video_1>>> into a moonlit cyberpunk street",
     "subject-plus-motion": "mode: pro\nvideos:\n  - url: https://example.com/motion-reference.mp4\n"
-                           "    refer_type: feature\n    keep_original_sound: false\nelements:\n"
-                           "  - url: https://example.com/character.jpg\n    role: subject\n---\n"
-                           "Make <<<element_1>>> imitate the motion from <<<video_1>>>",
+    "    refer_type: feature\n    keep_original_sound: false\nelements:\n"
+    "  - url: https://example.com/character.jpg\n    role: subject\n---\n"
+    "Make <<<element_1>>> imitate the motion from <<<video_1>>>",
 }
 
 
@@ -107,14 +114,23 @@ def test_seed_request_written_as_yaml_with_shorthands(name):
         ("prompt: A cat\nmode: pro\n---\n", "A cat"),
         ("A kite: it flies\nmode of travel: air", "A kite: it flies\nmode of travel: air"),  # a colon is fine
     ],
-    ids=["all-prompt", "outer-blank-lines-trimmed", "header-then-prompt", "leading-dashes", "front-matter",
-         "prompt-in-header", "no-dashes-prompt-with-colons"],
+    ids=[
+        "all-prompt",
+        "outer-blank-lines-trimmed",
+        "header-then-prompt",
+        "leading-dashes",
+        "front-matter",
+        "prompt-in-header",
+        "no-dashes-prompt-with-colons",
+    ],
 )
 def test_cell_shapes(cell, prompt):
     assert parse(cell).body["prompt"] == prompt
 
 
-@pytest.mark.parametrize("cell", ["mode: pro\nduration: 10\nA kite", "\n  duration: 10\nA kite", "sweep:\n  mode: [std, pro]"])
+@pytest.mark.parametrize(
+    "cell", ["mode: pro\nduration: 10\nA kite", "\n  duration: 10\nA kite", "sweep:\n  mode: [std, pro]"]
+)
 def test_a_header_without_its_dashes_is_refused_before_anything_is_sent(cell):
     with pytest.raises(SpecError, match="forget the `---` line") as err:
         parse_batch(cell)
@@ -214,12 +230,22 @@ REFUSED = [
     ("images: [ftp://a.example/i.png]\n---\n<<<image_1>>>", "images[0]", 1),
     ("images:\n  - {url: https://a.example/i.png, type: middle_frame}\n---\n<<<image_1>>>", "images[0].type", 2),
     ("videos:\n  - {url: https://a.example/v.mp4, refer_type: style}\n---\n<<<video_1>>>", "videos[0].refer_type", 2),
-    ("videos:\n  - {url: https://a.example/v.mp4, keep_original_sound: maybe}\n---\n<<<video_1>>>",
-     "videos[0].keep_original_sound", 2),
-    ("images: [https://a.example/i.png]\nmetadata:\n  image_list: [{image_url: https://a.example/i.png}]\n---\n"
-     "<<<image_1>>>", "images", 1),
-    ("videos: [https://a.example/v.mp4]\nvideo_list: [{video_url: https://a.example/v.mp4}]\n---\n<<<video_1>>>",
-     "videos", 1),
+    (
+        "videos:\n  - {url: https://a.example/v.mp4, keep_original_sound: maybe}\n---\n<<<video_1>>>",
+        "videos[0].keep_original_sound",
+        2,
+    ),
+    (
+        "images: [https://a.example/i.png]\nmetadata:\n  image_list: [{image_url: https://a.example/i.png}]\n---\n"
+        "<<<image_1>>>",
+        "images",
+        1,
+    ),
+    (
+        "videos: [https://a.example/v.mp4]\nvideo_list: [{video_url: https://a.example/v.mp4}]\n---\n<<<video_1>>>",
+        "videos",
+        1,
+    ),
     ("mode: pro\nduraton: 5\n---\nA kite", "header", 2),
     ("images:\n  - {urll: https://a.example/i.png}\n---\n<<<image_1>>>", "images[0]", 2),
     ("- mode\n- pro\n---\nA kite", "header", 1),
@@ -231,8 +257,9 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize("cell, field, line", REFUSED, ids=[f"{i:02d}-{c.splitlines()[0][:30]}" for i, (c, _, _) in
-                                                              enumerate(REFUSED)])
+@pytest.mark.parametrize(
+    "cell, field, line", REFUSED, ids=[f"{i:02d}-{c.splitlines()[0][:30]}" for i, (c, _, _) in enumerate(REFUSED)]
+)
 def test_mistakes_are_refused_naming_field_and_line(cell, field, line):
     with pytest.raises(SpecError) as err:
         parse(cell)
@@ -346,8 +373,13 @@ def test_identity_follows_content_not_path(media):
 
 @pytest.mark.parametrize(
     "name, reason",
-    [("big.png", "the upload limit is 10,485,760 bytes"), ("notes.png", "not an image"), ("empty.png", "empty"), ("clip.mp4", "is a video"),
-     ("missing.png", "no such file")],
+    [
+        ("big.png", "the upload limit is 10,485,760 bytes"),
+        ("notes.png", "not an image"),
+        ("empty.png", "empty"),
+        ("clip.mp4", "is a video"),
+        ("missing.png", "no such file"),
+    ],
 )
 def test_bad_local_images(media, name, reason):
     with pytest.raises(SpecError, match=reason):
@@ -370,8 +402,12 @@ def test_curl_redacts_the_key_and_quotes_safely():
 
 @pytest.mark.parametrize(
     "header, billing",
-    [("mode: std", "720P 5s"), ("mode: pro\nduration: 10", "1080P 10s"), ("audio: true", "720P 5s Sound"),
-     ("videos: [https://a.example/v.mp4]", "720P 5s Video")],
+    [
+        ("mode: std", "720P 5s"),
+        ("mode: pro\nduration: 10", "1080P 10s"),
+        ("audio: true", "720P 5s Sound"),
+        ("videos: [https://a.example/v.mp4]", "720P 5s Video"),
+    ],
 )
 def test_billing_class(header, billing):
     prompt = "<<<video_1>>> x" if "videos" in header else "x"
@@ -387,7 +423,8 @@ def test_from_fields_uses_the_same_rules():
 # -- hostile input --------------------------------------------------------------------------
 def test_billion_laughs_is_refused():
     bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
-        f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+        f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
     )
     with pytest.raises(SpecError, match="anchors"):
         parse(bomb + "---\nA kite")
@@ -405,17 +442,67 @@ def test_binary_junk_is_refused():
 
 # -- property-based: never anything but a request or a KlingError ---------------------------
 YAMLISH = st.lists(
-    st.sampled_from(["mode", "duration", "aspect_ratio", "audio", "images", "videos", "elements", "metadata", "model",
-                     "prompt", "sweep", "variants", "- ", "  ", ":", "[", "]", "{", "}", ",", "&a", "*a", "!!", "---",
-                     "\n", "<<<image_1>>>", "<<<video_2>>>", "16:9", "yes", "no", "10", "pro", "https://a.example/x.png",
-                     "data:x", "'", '"', "#", "|", ">", "~", "{x}", "{{", "}}", "\t", "é", "\x00"]),
+    st.sampled_from(
+        [
+            "mode",
+            "duration",
+            "aspect_ratio",
+            "audio",
+            "images",
+            "videos",
+            "elements",
+            "metadata",
+            "model",
+            "prompt",
+            "sweep",
+            "variants",
+            "- ",
+            "  ",
+            ":",
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            "&a",
+            "*a",
+            "!!",
+            "---",
+            "\n",
+            "<<<image_1>>>",
+            "<<<video_2>>>",
+            "16:9",
+            "yes",
+            "no",
+            "10",
+            "pro",
+            "https://a.example/x.png",
+            "data:x",
+            "'",
+            '"',
+            "#",
+            "|",
+            ">",
+            "~",
+            "{x}",
+            "{{",
+            "}}",
+            "\t",
+            "é",
+            "\x00",
+        ]
+    ),
     max_size=40,
 ).map("".join)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cell=st.one_of(st.text(max_size=300), YAMLISH), line=st.one_of(st.text(max_size=40), st.sampled_from(
-    ["--name x", "--wait", "--dry-run --yes", "--force --name _", "--"])))
+@given(
+    cell=st.one_of(st.text(max_size=300), YAMLISH),
+    line=st.one_of(
+        st.text(max_size=40), st.sampled_from(["--name x", "--wait", "--dry-run --yes", "--force --name _", "--"])
+    ),
+)
 def test_fuzz_only_requests_or_kling_errors(cell, line):
     try:
         batch = parse_batch(cell, line, namespace={"x": 1})

@@ -38,8 +38,14 @@ def runtime(sim, tmp_path):
 
 def chained_pair(rt):
     shot1 = rt.run(parse("A lantern is lit in a dark room", "--name shot1"), name="shot1")
-    shot2 = rt.run(parse("images: [{from: shot1, frame: last, type: first_frame}]\n---\n"
-                         "From <<<image_1>>> the lantern is carried down a staircase", "--name shot2"), name="shot2")
+    shot2 = rt.run(
+        parse(
+            "images: [{from: shot1, frame: last, type: first_frame}]\n---\n"
+            "From <<<image_1>>> the lantern is carried down a staircase",
+            "--name shot2",
+        ),
+        name="shot2",
+    )
     return shot1, shot2
 
 
@@ -98,8 +104,9 @@ def test_references_are_checked_before_anything_is_sent(runtime, sim):
 
 def test_a_reference_video_is_the_earlier_result_url(runtime, sim):
     shot1 = runtime.run(parse("A dancer"), name="dance").wait(60)
-    mimic = runtime.run(parse("videos: [{from: dance, refer_type: feature}]\n---\nA robot copies <<<video_1>>>"),
-                        name="robot").wait(60)
+    mimic = runtime.run(
+        parse("videos: [{from: dance, refer_type: feature}]\n---\nA robot copies <<<video_1>>>"), name="robot"
+    ).wait(60)
     assert mimic.status == State.COMPLETED
     assert sim.accepted_bodies()[1]["video_list"][0]["video_url"] == shot1.url
 
@@ -127,12 +134,24 @@ def test_frames_are_data_for_analysis(runtime):
 
 
 def test_a_shots_cell_in_a_real_kernel_returns_at_once_and_ends_with_the_film(sim, tmp_path):
-    cell = ("%%kling --name tale\nshots:\n  - A lantern is lit in a dark room\n"
-            "  - The lantern is carried down a staircase\n  - {prompt: The lantern is set on a sill, duration: 10}\n"
-            "---\nwarm cinematic light")
-    nb = run(notebook(FAST_CONFIG, "import time\nt0 = time.monotonic()", cell,
-                      "print('returned', round(time.monotonic() - t0, 2), tale.status)", "%kling wait",
-                      "print(tale.status, tale.video_path.name)"), tmp_path, sim_env(sim), timeout=180)
+    cell = (
+        "%%kling --name tale\nshots:\n  - A lantern is lit in a dark room\n"
+        "  - The lantern is carried down a staircase\n  - {prompt: The lantern is set on a sill, duration: 10}\n"
+        "---\nwarm cinematic light"
+    )
+    nb = run(
+        notebook(
+            FAST_CONFIG,
+            "import time\nt0 = time.monotonic()",
+            cell,
+            "print('returned', round(time.monotonic() - t0, 2), tale.status)",
+            "%kling wait",
+            "print(tale.status, tale.video_path.name)",
+        ),
+        tmp_path,
+        sim_env(sim),
+        timeout=180,
+    )
     returned = "".join(o.get("text", "") for o in nb.cells[3].outputs)
     assert "returned" in returned and "completed" not in returned  # the cell did not wait for the film
     submits = [e for e in sim.log if e["kind"] == "submit" and e["status"] == 200]

@@ -13,8 +13,12 @@ from kling_nb import SpecError, parse, parse_batch
         (
             "sweep:\n  mode: [std, pro]\n  duration: [5, 10]",
             [("std", 5), ("std", 10), ("pro", 5), ("pro", 10)],
-            [{"mode": "std", "duration": 5}, {"mode": "std", "duration": 10},
-             {"mode": "pro", "duration": 5}, {"mode": "pro", "duration": 10}],
+            [
+                {"mode": "std", "duration": 5},
+                {"mode": "std", "duration": 10},
+                {"mode": "pro", "duration": 5},
+                {"mode": "pro", "duration": 10},
+            ],
         ),
         (
             "mode: pro\nsweep:\n  duration: [5, 10]",
@@ -34,8 +38,12 @@ from kling_nb import SpecError, parse, parse_batch
         (
             "variants:\n  - {mode: std}\n  - {mode: pro}\nsweep:\n  duration: [5, 10]",
             [("std", 5), ("std", 10), ("pro", 5), ("pro", 10)],
-            [{"mode": "std", "duration": 5}, {"mode": "std", "duration": 10},
-             {"mode": "pro", "duration": 5}, {"mode": "pro", "duration": 10}],
+            [
+                {"mode": "std", "duration": 5},
+                {"mode": "std", "duration": 10},
+                {"mode": "pro", "duration": 5},
+                {"mode": "pro", "duration": 10},
+            ],
         ),
     ],
     ids=["2x2", "fixed-plus-sweep", "single-value-not-labelled", "variants", "variants-x-sweep"],
@@ -72,8 +80,11 @@ def test_each_variant_is_validated():
         ("sweep: [mode]", "map fields"),
         ("variants: {mode: pro}", "list of partial headers"),
         ("variants: []", "list of partial headers"),
-        ("sweep:\n  prompt: [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o]\n  duration: [5, 10]\n"
-         "  mode: [std, pro]\n  aspect_ratio: ['16:9', '9:16', '1:1', '4:3']", "at most 200"),
+        (
+            "sweep:\n  prompt: [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o]\n  duration: [5, 10]\n"
+            "  mode: [std, pro]\n  aspect_ratio: ['16:9', '9:16', '1:1', '4:3']",
+            "at most 200",
+        ),
     ],
     ids=["empty", "not-a-list", "not-a-mapping", "variants-not-a-list", "variants-empty", "too-many"],
 )

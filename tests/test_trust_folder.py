@@ -20,6 +20,7 @@ from kling_nb.engine.session import Runtime
 from kling_nb.notebook import render
 from kling_nb.sim import SimConfig, Simulator
 
+
 @contextlib.contextmanager
 def immutable(*paths):
     done = []
@@ -100,8 +101,16 @@ def test_a_planted_journal_cannot_inject_markup_or_paths(tmp_path):
     db.execute(
         "INSERT INTO generations (identity, run_id, name, label, body, task_id, status, progress, created_at,"
         " updated_at, video_path, error_message) VALUES (?, 'r', ?, ?, ?, 't', ?, ?, 0, 0, ?, ?)",
-        ("id", evil, '{"mode": "<b>x</b>", "bad": {"nested": 1}}', '{"prompt": "' + evil.replace('"', "'") + '"}',
-         'failed"><script>alert(1)</script>', '50" onmouseover="alert(1)', "../../etc/passwd", evil),
+        (
+            "id",
+            evil,
+            '{"mode": "<b>x</b>", "bad": {"nested": 1}}',
+            '{"prompt": "' + evil.replace('"', "'") + '"}',
+            'failed"><script>alert(1)</script>',
+            '50" onmouseover="alert(1)',
+            "../../etc/passwd",
+            evil,
+        ),
     )
     db.commit()
     db.close()
@@ -114,7 +123,7 @@ def test_a_planted_journal_cannot_inject_markup_or_paths(tmp_path):
         gen = rt.from_record(record)
         snap = gen.snapshot()
         html = render.generation_html(snap) + render.journal_table_html([record])
-        assert "<script>" not in html and "<img" not in html and "onmouseover=\"" not in html
+        assert "<script>" not in html and "<img" not in html and 'onmouseover="' not in html
         rt.close()
     finally:
         journal.close()

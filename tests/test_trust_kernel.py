@@ -8,12 +8,12 @@ from __future__ import annotations
 import itertools
 import json
 
+from kling_nb.cell.spec import from_fields
 from kling_nb.engine.generation import State
 from kling_nb.engine.schedule import PollSchedule
 from kling_nb.engine.session import Runtime
-from kling_nb.cell.spec import from_fields
 
-from .hostile_server import HostileServer, Reply, json_reply, video_reply
+from .hostile_server import HostileServer, json_reply, video_reply
 from .kernel_harness import FAST_CONFIG, SECRET, as_text, notebook, run
 
 
@@ -29,8 +29,16 @@ def echoing_server(server: HostileServer) -> HostileServer:
         if "refuse" in body["prompt"]:
             return json_reply({"error": {"code": echo, "message": f"bad[{echo}]", "type": echo}}, status=400)
         if "quota" in body["prompt"]:
-            return json_reply({"error": {"code": "insufficient_quota", "message": f"no quota for {echo}",
-                                         "type": "insufficient_quota"}}, status=402)
+            return json_reply(
+                {
+                    "error": {
+                        "code": "insufficient_quota",
+                        "message": f"no quota for {echo}",
+                        "type": "insufficient_quota",
+                    }
+                },
+                status=402,
+            )
         task = f"video_{next(ids)}{'F' if 'fail' in body['prompt'] else ''}"
         return json_reply({"id": task, "status": "queued", "progress": 0, "note": echo})
 
@@ -38,10 +46,24 @@ def echoing_server(server: HostileServer) -> HostileServer:
         task = request.path.rsplit("/", 1)[1]
         echo = auth(request)
         if task.endswith("F"):
-            return json_reply({"id": task, "status": "failed", "progress": 30,
-                               "error": {"code": f"generation_failed {echo}", "message": f"failed for {echo}"}})
-        return json_reply({"id": task, "status": "completed", "progress": 100, "expires_at": 4102444800,
-                           "result": {"data": [{"url": f"{server.url}/media/{task}.mp4"}]}, "note": echo})
+            return json_reply(
+                {
+                    "id": task,
+                    "status": "failed",
+                    "progress": 30,
+                    "error": {"code": f"generation_failed {echo}", "message": f"failed for {echo}"},
+                }
+            )
+        return json_reply(
+            {
+                "id": task,
+                "status": "completed",
+                "progress": 100,
+                "expires_at": 4102444800,
+                "result": {"data": [{"url": f"{server.url}/media/{task}.mp4"}]},
+                "note": echo,
+            }
+        )
 
     def upload(request):
         return json_reply({"success": False, "message": f"Unsupported image for {auth(request)}"})
@@ -61,20 +83,24 @@ def test_a_server_that_echoes_the_key_leaves_it_nowhere(tmp_path):
     (tmp_path / "media").mkdir()
     Image.new("RGB", (320, 180), (10, 200, 90)).save(tmp_path / "media" / "still.png")
     with echoing_server(HostileServer()) as server:
-        nb = run(notebook(
-            "import logging\nlogging.basicConfig(filename='kling.log', level=logging.DEBUG, force=True)",
-            FAST_CONFIG,
-            "%%kling --name good --wait\n---\nA lantern festival",
-            ("%%kling --name bad --wait\n---\nrefuse this", []),
-            "%%kling --name broke --wait\n---\nfail this one",
-            "%%kling --name poor --wait\n---\nquota gone",
-            "%%kling --name pic --wait\nimages: [media/still.png]\n---\n<<<image_1>>> moves",
-            "%kling wait\n%kling list\n%kling history",
-            "%xmode Verbose",
-            "%config KlingMagics.base_url = 'http://127.0.0.1:99999'",
-            ("%%kling\n---\nx", ["raises-exception"]),
-            "print(repr(good), repr(bad.error), repr(broke.error), repr(poor.error), repr(pic.error))",
-        ), tmp_path, {"TOAPIS_BASE_URL": server.url, "TOAPIS_API_KEY": SECRET + "\n"})
+        nb = run(
+            notebook(
+                "import logging\nlogging.basicConfig(filename='kling.log', level=logging.DEBUG, force=True)",
+                FAST_CONFIG,
+                "%%kling --name good --wait\n---\nA lantern festival",
+                ("%%kling --name bad --wait\n---\nrefuse this", []),
+                "%%kling --name broke --wait\n---\nfail this one",
+                "%%kling --name poor --wait\n---\nquota gone",
+                "%%kling --name pic --wait\nimages: [media/still.png]\n---\n<<<image_1>>> moves",
+                "%kling wait\n%kling list\n%kling history",
+                "%xmode Verbose",
+                "%config KlingMagics.base_url = 'http://127.0.0.1:99999'",
+                ("%%kling\n---\nx", ["raises-exception"]),
+                "print(repr(good), repr(bad.error), repr(broke.error), repr(poor.error), repr(pic.error))",
+            ),
+            tmp_path,
+            {"TOAPIS_BASE_URL": server.url, "TOAPIS_API_KEY": SECRET + "\n"},
+        )
         received = [r.headers.get("Authorization") for r in server.requests]
     bad_url = [o for o in nb.cells[-2].outputs if o.output_type == "error"][0]
     assert bad_url.ename == "ConfigError" and "99999" in bad_url.evalue and len(bad_url.traceback) == 1
@@ -94,9 +120,22 @@ def test_a_completed_task_without_a_url_is_looked_at_again_never_resubmitted(tmp
     with HostileServer() as server:
         server.on("POST", "/v1/videos/generations", json_reply({"id": "video_1", "status": "queued"}))
         no_url = json_reply({"id": "video_1", "status": "completed", "progress": 100})
-        server.on("GET", "/v1/videos/generations/video_1", no_url, no_url, no_url,
-                  json_reply({"id": "video_1", "status": "completed", "progress": 100, "expires_at": 4102444800,
-                              "result": {"url": f"{server.url}/media/v.mp4"}}))
+        server.on(
+            "GET",
+            "/v1/videos/generations/video_1",
+            no_url,
+            no_url,
+            no_url,
+            json_reply(
+                {
+                    "id": "video_1",
+                    "status": "completed",
+                    "progress": 100,
+                    "expires_at": 4102444800,
+                    "result": {"url": f"{server.url}/media/v.mp4"},
+                }
+            ),
+        )
         server.on("GET", "/media/v.mp4", video_reply())
         schedule = PollSchedule(0.05, 0.1, 0.05, max_s=0.2)
         rt = Runtime(output_dir=tmp_path, base_url=server.url, api_key="sk-test-nourl", schedule=schedule)

@@ -11,9 +11,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from kling_nb import parse
-from kling_nb.sim import SimConfig, Simulator
-from kling_nb.service.status import TaskStatus
 from kling_nb.engine.generation import Generation, State
+from kling_nb.service.status import TaskStatus
+from kling_nb.sim import SimConfig, Simulator
 
 
 class RecordingComm:
@@ -51,8 +51,11 @@ def recording(monkeypatch):
 
 def card_updates(sent):
     """The card HTML of every update a view sent."""
-    return [m["state"]["outputs"][0]["data"]["text/html"] for m in sent
-            if m.get("method") == "update" and m.get("state", {}).get("outputs")]
+    return [
+        m["state"]["outputs"][0]["data"]["text/html"]
+        for m in sent
+        if m.get("method") == "update" and m.get("state", {}).get("outputs")
+    ]
 
 
 def make_gen(prompt="A kite <script>alert(1)</script>"):
@@ -204,7 +207,9 @@ def test_login_reads_the_key_without_echo(shell, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "key set" in out and "sk-typed-SECRET" not in out
     magics = [c for c in ip.configurables if type(c).__name__ == "KlingMagics"][0]
-    assert "sk-typed-SECRET" not in repr(magics.runtime) and "sk-typed-SECRET" not in repr(magics.runtime.backend.client)
+    assert "sk-typed-SECRET" not in repr(magics.runtime) and "sk-typed-SECRET" not in repr(
+        magics.runtime.backend.client
+    )
 
 
 def test_grid_tiles_show_the_labels_they_are_given(recording):

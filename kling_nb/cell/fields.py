@@ -24,7 +24,6 @@ from ..contract import (
     DURATIONS,
     ELEMENT_TYPES,
     IMAGE_TYPES,
-    KEEP_ORIGINAL_SOUND,
     MAX_IMAGE_BYTES,
     MODEL,
     MODES,
@@ -36,8 +35,19 @@ from ..contract import (
 )
 from ..errors import SpecError
 
-TOP_LEVEL = ("model", "prompt", "mode", "duration", "aspect_ratio", "audio", "video_list", "metadata",
-             "images", "videos", "elements")
+TOP_LEVEL = (
+    "model",
+    "prompt",
+    "mode",
+    "duration",
+    "aspect_ratio",
+    "audio",
+    "video_list",
+    "metadata",
+    "images",
+    "videos",
+    "elements",
+)
 # Keys of the cell header that are not request fields: they make several requests.
 BATCH_KEYS = ("sweep", "variants", "shots")
 IMAGE_KEYS = ("url", "path", "type", "from", "frame")
@@ -123,8 +133,11 @@ def build_body(
 
     model = h.get("model", MODEL)
     if model not in allowed_models:
-        raise SpecError(f"unknown model {model!r}; this tool drives {', '.join(allowed_models)}",
-                        field="model", line=lines.of("model"))
+        raise SpecError(
+            f"unknown model {model!r}; this tool drives {', '.join(allowed_models)}",
+            field="model",
+            line=lines.of("model"),
+        )
     body["model"] = model
 
     if not isinstance(prompt, str) or not prompt.strip():
@@ -186,16 +199,38 @@ def build_body(
     for i, item in enumerate(body.get("video_list", [])):
         if ("video_list", i, "video_url") in taken:
             continue
-        _media(item, "video_url", ("video_list", i, "video_url"), "videos", lines.of("videos", i) or lines.of("video_list", i),
-               base_dir, uploads, video=True)
+        _media(
+            item,
+            "video_url",
+            ("video_list", i, "video_url"),
+            "videos",
+            lines.of("videos", i) or lines.of("video_list", i),
+            base_dir,
+            uploads,
+            video=True,
+        )
     for i, item in enumerate(meta.get("image_list", [])):
         if ("metadata", "image_list", i, "image_url") in taken:
             continue
-        _media(item, "image_url", ("metadata", "image_list", i, "image_url"), "images",
-               lines.of("images", i) or lines.of("metadata", "image_list", i), base_dir, uploads)
+        _media(
+            item,
+            "image_url",
+            ("metadata", "image_list", i, "image_url"),
+            "images",
+            lines.of("images", i) or lines.of("metadata", "image_list", i),
+            base_dir,
+            uploads,
+        )
     for i, item in enumerate(meta.get("element_list", [])):
-        _media(item, "url", ("metadata", "element_list", i, "url"), "elements",
-               lines.of("elements", i) or lines.of("metadata", "element_list", i), base_dir, uploads)
+        _media(
+            item,
+            "url",
+            ("metadata", "element_list", i, "url"),
+            "elements",
+            lines.of("elements", i) or lines.of("metadata", "element_list", i),
+            base_dir,
+            uploads,
+        )
 
     warnings.extend(_placeholders(prompt, body, prompt_line))
     return body, uploads, warnings, references
@@ -293,8 +328,9 @@ def _reference(item: dict, where: tuple, kind: str, name: str, line: int | None)
     frame: str | float = "last"
     if kind == "frame" and "frame" in item:
         frame = item["frame"]
-        if isinstance(frame, bool) or not (frame in ("first", "last") or
-                                           (isinstance(frame, (int, float)) and 0 <= frame < 3600)):
+        if isinstance(frame, bool) or not (
+            frame in ("first", "last") or (isinstance(frame, (int, float)) and 0 <= frame < 3600)
+        ):
             raise SpecError(f"`frame` must be first, last or a time in seconds, not {frame!r}", field=name, line=line)
     return Reference(where, source, kind, float(frame) if isinstance(frame, int) else frame)
 
@@ -318,16 +354,24 @@ def _images(h: dict, meta: dict, lines: Lines, references: list[Reference]) -> l
                 out.append(entry)
                 continue
             if "frame" in item:
-                raise SpecError("`frame` goes with `from` (a frame of an earlier generation)", field=f"images[{i}]",
-                                line=line)
+                raise SpecError(
+                    "`frame` goes with `from` (a frame of an earlier generation)", field=f"images[{i}]", line=line
+                )
             entry = {"image_url": _url_or_path(item, f"images[{i}]", line)}
             if "type" in item:
                 entry["type"] = _choice(item["type"], IMAGE_TYPES, f"images[{i}].type", line)
             out.append(entry)
         return out
     if "image_list" in meta:
-        return _api_list(meta["image_list"], "metadata.image_list", ("metadata", "image_list"), API_IMAGE_KEYS,
-                         "image_url", {"type": _one_of(IMAGE_TYPES)}, lines)
+        return _api_list(
+            meta["image_list"],
+            "metadata.image_list",
+            ("metadata", "image_list"),
+            API_IMAGE_KEYS,
+            "image_url",
+            {"type": _one_of(IMAGE_TYPES)},
+            lines,
+        )
     return None
 
 
@@ -346,20 +390,31 @@ def _videos(h: dict, lines: Lines, references: list[Reference]) -> list | None:
                 references.append(ref)
                 url = ref.token
             elif not isinstance(item.get("url"), str) or not item["url"].strip():
-                raise SpecError("needs a `url` (or `from: NAME` for an earlier generation)", field=f"videos[{i}]",
-                                line=line)
+                raise SpecError(
+                    "needs a `url` (or `from: NAME` for an earlier generation)", field=f"videos[{i}]", line=line
+                )
             else:
                 url = item["url"].strip()
-            out.append({
-                "video_url": url,
-                "refer_type": _choice(item.get("refer_type", "base"), REFER_TYPES, f"videos[{i}].refer_type", line),
-                "keep_original_sound": _yes_no(item.get("keep_original_sound", "no"),
-                                               f"videos[{i}].keep_original_sound", line),
-            })
+            out.append(
+                {
+                    "video_url": url,
+                    "refer_type": _choice(item.get("refer_type", "base"), REFER_TYPES, f"videos[{i}].refer_type", line),
+                    "keep_original_sound": _yes_no(
+                        item.get("keep_original_sound", "no"), f"videos[{i}].keep_original_sound", line
+                    ),
+                }
+            )
         return out
     if "video_list" in h:
-        return _api_list(h["video_list"], "video_list", ("video_list",), API_VIDEO_KEYS, "video_url",
-                         {"refer_type": _one_of(REFER_TYPES), "keep_original_sound": _yes_no}, lines)
+        return _api_list(
+            h["video_list"],
+            "video_list",
+            ("video_list",),
+            API_VIDEO_KEYS,
+            "video_url",
+            {"refer_type": _one_of(REFER_TYPES), "keep_original_sound": _yes_no},
+            lines,
+        )
     return None
 
 
@@ -375,20 +430,30 @@ def _elements(h: dict, meta: dict, lines: Lines) -> list | None:
             role = item.get("role", "subject")
             if not isinstance(role, str) or not role.strip():
                 raise SpecError("`role` must be a word such as subject", field=f"elements[{i}].role", line=line)
-            out.append({
-                "url": _url_or_path(item, f"elements[{i}]", line),
-                "type": _choice(item.get("type", "image"), ELEMENT_TYPES, f"elements[{i}].type", line),
-                "role": role,
-            })
+            out.append(
+                {
+                    "url": _url_or_path(item, f"elements[{i}]", line),
+                    "type": _choice(item.get("type", "image"), ELEMENT_TYPES, f"elements[{i}].type", line),
+                    "role": role,
+                }
+            )
         return out
     if "element_list" in meta:
-        return _api_list(meta["element_list"], "metadata.element_list", ("metadata", "element_list"),
-                         API_ELEMENT_KEYS, "url", {"type": _one_of(ELEMENT_TYPES)}, lines)
+        return _api_list(
+            meta["element_list"],
+            "metadata.element_list",
+            ("metadata", "element_list"),
+            API_ELEMENT_KEYS,
+            "url",
+            {"type": _one_of(ELEMENT_TYPES)},
+            lines,
+        )
     return None
 
 
-def _api_list(items: Any, where: str, path: tuple, allowed: tuple[str, ...], url_key: str, checks: dict,
-              lines: Lines) -> list:
+def _api_list(
+    items: Any, where: str, path: tuple, allowed: tuple[str, ...], url_key: str, checks: dict, lines: Lines
+) -> list:
     """A list written in the API's own shape (pasted from the docs): every key known, the URL
     present, enumerated values checked (and booleans turned into the API's words)."""
     out = []
@@ -408,15 +473,28 @@ def _one_of(allowed: tuple[str, ...]):
     return lambda value, name, line: _choice(value, allowed, name, line)
 
 
-def _media(item: dict, key: str, where: tuple, name: str, line: int | None, base_dir: Path,
-           uploads: list[LocalFile], *, video: bool = False) -> None:
+def _media(
+    item: dict,
+    key: str,
+    where: tuple,
+    name: str,
+    line: int | None,
+    base_dir: Path,
+    uploads: list[LocalFile],
+    *,
+    video: bool = False,
+) -> None:
     """Check one media reference: a public http(s) URL, or (images only) a local file."""
     value = item[key].strip()
     item[key] = value
     field = f"{name}[{where[-2]}]"
     if value.lower().startswith("data:") or _BASE64ISH.match(value):
-        raise SpecError("base64 / data URIs are refused by the service: give a public http(s) URL"
-                        + ("" if video else " or a local file path (kling_nb uploads it)"), field=field, line=line)
+        raise SpecError(
+            "base64 / data URIs are refused by the service: give a public http(s) URL"
+            + ("" if video else " or a local file path (kling_nb uploads it)"),
+            field=field,
+            line=line,
+        )
     if re.match(r"^https?://", value, re.I):
         if not re.match(r"^https?://[^\s/?#]+", value, re.I):
             raise SpecError(f"{value!r} is not a complete URL", field=field, line=line)
@@ -427,15 +505,19 @@ def _media(item: dict, key: str, where: tuple, name: str, line: int | None, base
     if video:
         raise SpecError(
             f"{value!r} is a local file, but the service has no upload endpoint for videos: "
-            "host it somewhere public and give its http(s) URL", field=field, line=line)
+            "host it somewhere public and give its http(s) URL",
+            field=field,
+            line=line,
+        )
     if not path.is_file():
         raise SpecError(f"no such file: {value}", field=field, line=line)
     size = path.stat().st_size
     if size == 0:
         raise SpecError(f"{value} is empty", field=field, line=line)
     if size > MAX_IMAGE_BYTES:
-        raise SpecError(f"{value} is {size:,} bytes; the upload limit is {MAX_IMAGE_BYTES:,} bytes (10 MiB)",
-                        field=field, line=line)
+        raise SpecError(
+            f"{value} is {size:,} bytes; the upload limit is {MAX_IMAGE_BYTES:,} bytes (10 MiB)", field=field, line=line
+        )
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         head = f.read(64)
@@ -445,8 +527,9 @@ def _media(item: dict, key: str, where: tuple, name: str, line: int | None, base
     mime = sniff_image(head)
     if mime is None:
         what = "a video" if sniff_video(head) else "not an image"
-        raise SpecError(f"{value} is {what}: images must be JPEG, PNG, WebP or GIF (checked by content)",
-                        field=field, line=line)
+        raise SpecError(
+            f"{value} is {what}: images must be JPEG, PNG, WebP or GIF (checked by content)", field=field, line=line
+        )
     uploads.append(LocalFile(where, path, digest.hexdigest(), mime, size))
 
 
@@ -460,7 +543,9 @@ def _placeholders(prompt: str, body: dict, prompt_line: int | None) -> list[str]
         if not PLACEHOLDER.fullmatch(match.group(0)):
             raise SpecError(
                 f"malformed placeholder {match.group(0)[:40]!r}: write <<<image_N>>>, <<<video_N>>> or <<<element_N>>>",
-                field="prompt", line=line_of(match))
+                field="prompt",
+                line=line_of(match),
+            )
     for kind, path in PLACEHOLDER_LISTS.items():
         node: Any = body
         for key in path:
@@ -474,21 +559,31 @@ def _placeholders(prompt: str, body: dict, prompt_line: int | None) -> list[str]
             n = int(match.group(2))
             if n > len(items):
                 have = f"has {len(items)} item{'s' * (len(items) != 1)}" if items else "is empty"
-                raise SpecError(f"{match.group(0)} refers to item {n} of {where}, which {have}", field="prompt",
-                                line=line_of(match))
+                raise SpecError(
+                    f"{match.group(0)} refers to item {n} of {where}, which {have}", field="prompt", line=line_of(match)
+                )
             if n not in order:
                 order.append(n)
         if order != sorted(order):
-            first = next(m for m in PLACEHOLDER.finditer(prompt) if m.group(1) == kind
-                         and int(m.group(2)) == next(a for a, n in zip(order, sorted(order)) if a != n))
+            first = next(
+                m
+                for m in PLACEHOLDER.finditer(prompt)
+                if m.group(1) == kind
+                and int(m.group(2)) == next(a for a, n in zip(order, sorted(order), strict=True) if a != n)
+            )
             raise SpecError(
                 f"<<<{kind}_N>>> placeholders first appear in the order {order}, but the service requires {where} "
                 f"in the order of the prompt: renumber them {sorted(order)} in reading order and list the items "
-                "in that order", field="prompt", line=line_of(first))
+                "in that order",
+                field="prompt",
+                line=line_of(first),
+            )
         unused = [i for i in range(1, len(items) + 1) if i not in order]
         if unused:
-            warnings.append(f"{where} item(s) {', '.join(map(str, unused))} are not referred to in the prompt "
-                            f"(add <<<{kind}_{unused[0]}>>>): the service inserts nothing for you")
+            warnings.append(
+                f"{where} item(s) {', '.join(map(str, unused))} are not referred to in the prompt "
+                f"(add <<<{kind}_{unused[0]}>>>): the service inserts nothing for you"
+            )
     return warnings
 
 
@@ -511,11 +606,13 @@ def _format(text: str, namespace: dict, field: str, line: int | None) -> str:
     try:
         return string.Formatter().vformat(text, (), _Names(namespace))
     except KeyError as err:
-        raise SpecError(f"unknown name {{{err.args[0]}}} (write {{{{ and }}}} for literal braces)",
-                        field=field, line=line) from None
+        raise SpecError(
+            f"unknown name {{{err.args[0]}}} (write {{{{ and }}}} for literal braces)", field=field, line=line
+        ) from None
     except (ValueError, IndexError) as err:
-        raise SpecError(f"cannot fill in braces: {err}; write {{{{ and }}}} for literal braces",
-                        field=field, line=line) from None
+        raise SpecError(
+            f"cannot fill in braces: {err}; write {{{{ and }}}} for literal braces", field=field, line=line
+        ) from None
     except Exception as err:  # the user's own object failed to format
         raise SpecError(f"filling in braces failed: {type(err).__name__}: {err}", field=field, line=line) from None
 

@@ -46,6 +46,7 @@ MAX_CELL_CHARS = 256 * 1024
 MAX_HEADER_CHARS = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024
 
+
 @dataclass(frozen=True)
 class Options:
     name: str | None = None
@@ -119,7 +120,9 @@ class Batch:
     film: str | None = None  # a `shots:` cell: the name its stitched film is shown under
 
 
-def parse(cell: str, line: str = "", namespace: dict | None = None, *, allowed_models=(MODEL,), base_dir=None) -> Request:
+def parse(
+    cell: str, line: str = "", namespace: dict | None = None, *, allowed_models=(MODEL,), base_dir=None
+) -> Request:
     """Exactly one request from a cell; SpecError for anything wrong (or for a sweep)."""
     batch = parse_batch(cell, line, namespace, allowed_models=allowed_models, base_dir=base_dir)
     if len(batch.requests) != 1:
@@ -127,8 +130,9 @@ def parse(cell: str, line: str = "", namespace: dict | None = None, *, allowed_m
     return batch.requests[0]
 
 
-def parse_batch(cell: str, line: str = "", namespace: dict | None = None, *, allowed_models=(MODEL,),
-                base_dir=None) -> Batch:
+def parse_batch(
+    cell: str, line: str = "", namespace: dict | None = None, *, allowed_models=(MODEL,), base_dir=None
+) -> Batch:
     """Every request a cell asks for (one, or one per variant), validated."""
     if not isinstance(cell, str) or not isinstance(line, str):
         raise SpecError("cell and line must be text")
@@ -144,7 +148,7 @@ def parse_batch(cell: str, line: str = "", namespace: dict | None = None, *, all
         return _shots(header, lines, body_prompt, options, base, namespace, tuple(allowed_models))
     variants = expand(header, lines)
     requests = []
-    for (variant, _changed), label in zip(variants, labels([c for _, c in variants])):
+    for (variant, _changed), label in zip(variants, labels([c for _, c in variants]), strict=True):
         prompt = _prompt(variant, header, body_prompt, lines)
         prompt_line = body_prompt_line if prompt == body_prompt else None
         fields = {k: v for k, v in variant.items() if k != "prompt"}
@@ -152,24 +156,37 @@ def parse_batch(cell: str, line: str = "", namespace: dict | None = None, *, all
     seen: dict[str, int] = {}
     for i, request in enumerate(requests, 1):
         if request.identity in seen:  # two tiles of one request would be one billed task, twice
-            raise SpecError(f"variants {seen[request.identity]} and {i} are the same request; "
-                            "list each value once", field="sweep", line=lines.of("sweep") or lines.of("variants"))
+            raise SpecError(
+                f"variants {seen[request.identity]} and {i} are the same request; list each value once",
+                field="sweep",
+                line=lines.of("sweep") or lines.of("variants"),
+            )
         seen[request.identity] = i
     return Batch(tuple(requests), options)
 
 
-def _request(fields, prompt, lines, base, namespace, allowed_models, prompt_line, options, label,
-             name: str | None = None) -> Request:
+def _request(
+    fields, prompt, lines, base, namespace, allowed_models, prompt_line, options, label, name: str | None = None
+) -> Request:
     body, uploads, warnings, references = build_body(
-        fields, prompt, lines=lines, base_dir=base, namespace=namespace if namespace is not None else {},
-        allowed_models=tuple(allowed_models), prompt_line=prompt_line)
+        fields,
+        prompt,
+        lines=lines,
+        base_dir=base,
+        namespace=namespace if namespace is not None else {},
+        allowed_models=tuple(allowed_models),
+        prompt_line=prompt_line,
+    )
     if len(json.dumps(body)) > MAX_BODY_BYTES:
         raise SpecError(f"the request body would be over {MAX_BODY_BYTES // 1024} KB; keep it small")
     own = name or options.name
     for ref in references:
         if ref.name == own:
-            raise SpecError(f"`from: {ref.name}` refers to this very generation", field="from", line=lines.of("images")
-                            or lines.of("videos"))
+            raise SpecError(
+                f"`from: {ref.name}` refers to this very generation",
+                field="from",
+                line=lines.of("images") or lines.of("videos"),
+            )
     return Request(body, tuple(uploads), tuple(warnings), options, label, tuple(references), name)
 
 
@@ -180,14 +197,20 @@ def _shots(header, lines, style, options, base, namespace, allowed_models) -> Ba
     """`shots:` — a sequence generated in order, each continuing from the previous shot's last
     frame (unless `continue: false`), then stitched into one film named by --name."""
     if options.name is None:
-        raise SpecError("a `shots:` cell needs --name: the film's name (its shots are NAME_1, NAME_2, ...)",
-                        field="shots", line=lines.of("shots"))
+        raise SpecError(
+            "a `shots:` cell needs --name: the film's name (its shots are NAME_1, NAME_2, ...)",
+            field="shots",
+            line=lines.of("shots"),
+        )
     if "sweep" in header or "variants" in header:
         raise SpecError("`shots:` cannot be combined with sweep or variants", field="shots", line=lines.of("shots"))
     shots = header["shots"]
     if not isinstance(shots, list) or not shots:
-        raise SpecError("must be a list of shots: each a prompt, or a mapping with `prompt` and header fields",
-                        field="shots", line=lines.of("shots"))
+        raise SpecError(
+            "must be a list of shots: each a prompt, or a mapping with `prompt` and header fields",
+            field="shots",
+            line=lines.of("shots"),
+        )
     base_fields = {k: v for k, v in header.items() if k not in ("shots", "prompt")}
     requests = []
     for i, shot in enumerate(shots, 1):
@@ -205,12 +228,27 @@ def _shots(header, lines, style, options, base, namespace, allowed_models) -> Ba
             # The previous shot's last frame becomes image 1 (the first frame); the shot's own
             # images, if any, move up one place, and so do their placeholders.
             prompt = "Continuing from <<<image_1>>>: " + _SHOT_PLACEHOLDER.sub(
-                lambda m: f"<<<image_{int(m.group(1)) + 1}>>>", prompt)
+                lambda m: f"<<<image_{int(m.group(1)) + 1}>>>", prompt
+            )
             own = fields.get("images", [])
-            fields["images"] = [{"from": f"{options.name}_{i - 1}", "frame": "last", "type": "first_frame"},
-                                *(own if isinstance(own, list) else [own])]
-        requests.append(_request(fields, prompt, lines, base, namespace, allowed_models, None, options,
-                                 {"shot": i}, name=f"{options.name}_{i}"))
+            fields["images"] = [
+                {"from": f"{options.name}_{i - 1}", "frame": "last", "type": "first_frame"},
+                *(own if isinstance(own, list) else [own]),
+            ]
+        requests.append(
+            _request(
+                fields,
+                prompt,
+                lines,
+                base,
+                namespace,
+                allowed_models,
+                None,
+                options,
+                {"shot": i},
+                name=f"{options.name}_{i}",
+            )
+        )
     return Batch(tuple(requests), options, film=options.name)
 
 
@@ -220,8 +258,9 @@ def from_fields(prompt: str, fields: dict, *, base_dir=None, allowed_models=(MOD
     if not isinstance(prompt, str):
         raise SpecError("the prompt must be a string", field="prompt")
     base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
-    body, uploads, warnings, references = build_body(dict(fields), prompt, lines=Lines(), base_dir=base,
-                                                     namespace=None, allowed_models=tuple(allowed_models))
+    body, uploads, warnings, references = build_body(
+        dict(fields), prompt, lines=Lines(), base_dir=base, namespace=None, allowed_models=tuple(allowed_models)
+    )
     return Request(body, tuple(uploads), tuple(warnings), references=tuple(references))
 
 
@@ -233,19 +272,35 @@ class _LineParser(argparse.ArgumentParser):
 
 # The one declaration of the magic line's options; `%%kling?` prints LINE_HELP, made from it.
 _LINE = _LineParser(prog="%%kling", add_help=False, allow_abbrev=False, exit_on_error=False)
-_LINE.add_argument("--name", metavar="NAME",
-                   help="keep the result in the variable NAME (a Generation, or a list for a sweep)")
-_LINE.add_argument("--wait", action="store_true",
-                   help="block until the video is ready (Ctrl-C stops the waiting, not the generation)")
-_LINE.add_argument("--force", action="store_true",
-                   help="generate again even if the journal already has this exact request (billed)")
-_LINE.add_argument("--dry-run", action="store_true",
-                   help="show the exact JSON body, the curl command (key redacted) and the billing class; send nothing")
-_LINE.add_argument("--yes", action="store_true",
-                   help="confirm a cell that starts more generations than KlingMagics.confirm_above (default 8)")
-LINE_HELP = "\n".join(
-    f"{' '.join(a.option_strings) + (' ' + a.metavar if a.metavar else ''):<14}{a.help}" for a in _LINE._actions
+_LINE.add_argument(
+    "--name", metavar="NAME", help="keep the result in the variable NAME (a Generation, or a list for a sweep)"
 )
+_LINE.add_argument(
+    "--wait", action="store_true", help="block until the video is ready (Ctrl-C stops the waiting, not the generation)"
+)
+_LINE.add_argument(
+    "--force", action="store_true", help="generate again even if the journal already has this exact request (billed)"
+)
+_LINE.add_argument(
+    "--dry-run",
+    action="store_true",
+    help="show the exact JSON body, the curl command (key redacted) and the billing class; send nothing",
+)
+_LINE.add_argument(
+    "--yes",
+    action="store_true",
+    help="confirm a cell that starts more generations than KlingMagics.confirm_above (default 8)",
+)
+
+
+def _option_usage(action: argparse.Action) -> str:
+    """`--name NAME`: the option's strings, then its metavar if it takes a value (a plain str for
+    every option of the magic line; a tuple metavar is for nargs > 1, which it has none of)."""
+    metavar = action.metavar
+    return " ".join(action.option_strings) + (" " + metavar if isinstance(metavar, str) and metavar else "")
+
+
+LINE_HELP = "\n".join(f"{_option_usage(a):<14}{a.help}" for a in _LINE._actions)
 
 
 def parse_line(line: str) -> Options:
@@ -276,7 +331,10 @@ def split_cell(cell: str) -> tuple[str, int, str, int]:
                 if key:
                     raise SpecError(
                         f"this cell has no `---` line, so `{key.group(1)}:` would be sent as part of the prompt; "
-                        "did you forget the `---` line after the header?", field="header", line=i + 1)
+                        "did you forget the `---` line after the header?",
+                        field="header",
+                        line=i + 1,
+                    )
                 break
         return "", 1, *_trim(rows, 0)
     first_text = next((i for i, row in enumerate(rows) if row.strip()), None)
@@ -315,8 +373,9 @@ def _trim(rows: list[str], offset: int) -> tuple[str, int]:
 
 def _prompt(variant: dict, header: dict, body_prompt: str, lines: Lines) -> str:
     if "prompt" in header and body_prompt:
-        raise SpecError("the prompt is given twice: as `prompt:` and after `---`", field="prompt",
-                        line=lines.of("prompt"))
+        raise SpecError(
+            "the prompt is given twice: as `prompt:` and after `---`", field="prompt", line=lines.of("prompt")
+        )
     prompt = variant.get("prompt", body_prompt if body_prompt else header.get("prompt", ""))
     if not isinstance(prompt, str):
         raise SpecError(f"must be text, not {type(prompt).__name__}", field="prompt", line=lines.of("prompt"))
@@ -333,26 +392,38 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise SpecError("anchors and aliases (&, *) are not supported in the header", field="header",
-                            line=event.start_mark.line + 1)
+            raise SpecError(
+                "anchors and aliases (&, *) are not supported in the header",
+                field="header",
+                line=event.start_mark.line + 1,
+            )
         event = self.peek_event()
         if getattr(event, "anchor", None):
-            raise SpecError("anchors and aliases (&, *) are not supported in the header", field="header",
-                            line=event.start_mark.line + 1)
+            raise SpecError(
+                "anchors and aliases (&, *) are not supported in the header",
+                field="header",
+                line=event.start_mark.line + 1,
+            )
         if getattr(event, "tag", None) is not None:  # explicit tags: !!python/object and friends
-            raise SpecError(f"YAML tags such as {event.tag} are not supported", field="header",
-                            line=event.start_mark.line + 1)
+            raise SpecError(
+                f"YAML tags such as {event.tag} are not supported", field="header", line=event.start_mark.line + 1
+            )
         return super().compose_node(parent, index)
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-                              list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 _Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
 
 
@@ -373,15 +444,19 @@ def load_header(text: str, first_line: int) -> tuple[dict, Lines]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or "not valid YAML"
-        raise SpecError(f"the header is not valid YAML: {problem}", field="header",
-                        line=mark.line + first_line if mark else None) from None
+        raise SpecError(
+            f"the header is not valid YAML: {problem}", field="header", line=mark.line + first_line if mark else None
+        ) from None
     except (ValueError, TypeError, RecursionError) as err:
         raise SpecError(f"the header is not valid YAML: {type(err).__name__}", field="header") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
-        raise SpecError("the header must be `key: value` lines (a mapping), then `---`, then the prompt",
-                        field="header", line=first_line)
+        raise SpecError(
+            "the header must be `key: value` lines (a mapping), then `---`, then the prompt",
+            field="header",
+            line=first_line,
+        )
     table: dict[tuple, int] = {}
     _walk(node, (), table, first_line)
     if any(not isinstance(k, str) for k in data):
@@ -395,8 +470,11 @@ def _walk(node, path: tuple, table: dict, first_line: int) -> None:
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                raise SpecError(f"`{key}` is given twice", field=".".join(map(str, path + (key,))),
-                                line=key_node.start_mark.line + first_line)
+                raise SpecError(
+                    f"`{key}` is given twice",
+                    field=".".join(map(str, path + (key,))),
+                    line=key_node.start_mark.line + first_line,
+                )
             seen.add(key)
             table[path + (key,)] = key_node.start_mark.line + first_line
             _walk(value_node, path + (key,), table, first_line)

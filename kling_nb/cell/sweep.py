@@ -27,11 +27,14 @@ def expand(header: dict, lines) -> list[tuple[dict, dict]]:
     combos: list[dict] = [{}]
     if sweep is not None:
         if not isinstance(sweep, dict) or not sweep:
-            raise SpecError("must map fields to lists of values, e.g. `mode: [std, pro]`", field="sweep",
-                            line=lines.of("sweep"))
+            raise SpecError(
+                "must map fields to lists of values, e.g. `mode: [std, pro]`", field="sweep", line=lines.of("sweep")
+            )
         for key, values in sweep.items():
             if key in ("sweep", "variants"):
-                raise SpecError("cannot sweep over sweep or variants", field=f"sweep.{key}", line=lines.of("sweep", key))
+                raise SpecError(
+                    "cannot sweep over sweep or variants", field=f"sweep.{key}", line=lines.of("sweep", key)
+                )
             if not isinstance(values, list) or not values:
                 raise SpecError("must be a non-empty list of values", field=f"sweep.{key}", line=lines.of("sweep", key))
         keys = list(sweep)
@@ -39,16 +42,18 @@ def expand(header: dict, lines) -> list[tuple[dict, dict]]:
         for values in sweep.values():
             count *= len(values)
         _check_size(count, lines)
-        combos = [dict(zip(keys, combo)) for combo in itertools.product(*sweep.values())]
+        combos = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*sweep.values())]
     overlays: list[dict] = [{}]
     if variants is not None:
         if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
-            raise SpecError("must be a non-empty list of partial headers (mappings)", field="variants",
-                            line=lines.of("variants"))
+            raise SpecError(
+                "must be a non-empty list of partial headers (mappings)", field="variants", line=lines.of("variants")
+            )
         for i, v in enumerate(variants):
             if "sweep" in v or "variants" in v:
-                raise SpecError("a variant cannot hold sweep or variants", field=f"variants[{i}]",
-                                line=lines.of("variants", i))
+                raise SpecError(
+                    "a variant cannot hold sweep or variants", field=f"variants[{i}]", line=lines.of("variants", i)
+                )
         overlays = variants
     _check_size(len(overlays) * len(combos), lines)
     out = []
@@ -73,8 +78,11 @@ def labels(changed: list[dict]) -> list[dict]:
 
 def _check_size(count: int, lines) -> None:
     if count > MAX_EXPANSION:
-        raise SpecError(f"expands to {count} generations; at most {MAX_EXPANSION} in one cell", field="sweep",
-                        line=lines.of("sweep"))
+        raise SpecError(
+            f"expands to {count} generations; at most {MAX_EXPANSION} in one cell",
+            field="sweep",
+            line=lines.of("sweep"),
+        )
 
 
 def _key(value: Any) -> str:

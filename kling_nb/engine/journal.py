@@ -283,10 +283,13 @@ class Journal:
     def claim(self, record_id: int) -> bool:
         """A waiting row is about to be submitted: True for the one caller that turns it into
         'submitting' (two kernels running the same story never both submit it)."""
+
         def steps(db: sqlite3.Connection) -> bool:
             now = self._clock()
-            cur = db.execute("UPDATE generations SET status = 'submitting', updated_at = ? WHERE id = ?"
-                             " AND status = 'waiting'", (now, record_id))
+            cur = db.execute(
+                "UPDATE generations SET status = 'submitting', updated_at = ? WHERE id = ? AND status = 'waiting'",
+                (now, record_id),
+            )
             if cur.rowcount:
                 db.execute("INSERT INTO events VALUES (?, ?, 'submitting', 0)", (record_id, now))
             return cur.rowcount == 1
@@ -299,15 +302,18 @@ class Journal:
         return record is None or (_decide(record) is None)
 
     def latest(self, identity: str) -> Record | None:
-        row = self._db().execute(
-            "SELECT * FROM generations WHERE identity = ? ORDER BY id DESC LIMIT 1", (identity,)
-        ).fetchone()
+        row = (
+            self._db()
+            .execute("SELECT * FROM generations WHERE identity = ? ORDER BY id DESC LIMIT 1", (identity,))
+            .fetchone()
+        )
         return _record(row) if row else None
 
     def touch(self, record_id: int) -> None:
         """A submit under way is still alive (another kernel waiting on this row reads it)."""
-        self._write(lambda db: db.execute(
-            "UPDATE generations SET updated_at = ? WHERE id = ?", (self._clock(), record_id)))
+        self._write(
+            lambda db: db.execute("UPDATE generations SET updated_at = ? WHERE id = ?", (self._clock(), record_id))
+        )
 
     # -- what happened next ------------------------------------------------------------
     def set_task(self, record_id: int, status: TaskStatus) -> Record:
@@ -340,9 +346,7 @@ class Journal:
                 ),
             )
             if (old.status, old.progress) != (status.status, status.progress):
-                db.execute(
-                    "INSERT INTO events VALUES (?, ?, ?, ?)", (record_id, now, status.status, status.progress)
-                )
+                db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (record_id, now, status.status, status.progress))
             return self._get(db, record_id)
 
         return self._write(steps)
@@ -469,7 +473,7 @@ def _damaged(err: sqlite3.DatabaseError) -> bool:
 def _record(row: Sequence[Any]) -> Record:
     """A row as a Record, every value checked: a planted journal must not reach the renderer
     as markup, a path outside the folder or a number that is not one."""
-    data = dict(zip(_COLUMNS, row))
+    data = dict(zip(_COLUMNS, row, strict=True))
     data["label"] = _json_dict(data["label"])
     data["label"] = {str(k): v for k, v in data["label"].items() if isinstance(v, (str, int, float, bool))}
     data["body"] = _json_dict(data["body"])

@@ -81,8 +81,9 @@ class Spend:
 class Meter:
     """Balance readings of one key for one session, recorded in the journal."""
 
-    def __init__(self, client: Client, journal: Journal, *, key: str, simulated: bool,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self, client: Client, journal: Journal, *, key: str, simulated: bool, clock: Callable[[], float] = time.time
+    ):
         self.client, self.journal, self.simulated = client, journal, simulated
         self._clock = clock
         self._key = key
@@ -124,12 +125,12 @@ class Meter:
         spent = _drop(previous, balance)
 
         def steps(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO balance_readings VALUES (?, ?, ?, ?, ?, ?)",
-                       (now, self.session, self._key, balance.remaining_credits, balance.used_credits,
-                        int(balance.unlimited)))
+            db.execute(
+                "INSERT INTO balance_readings VALUES (?, ?, ?, ?, ?, ?)",
+                (now, self.session, self._key, balance.remaining_credits, balance.used_credits, int(balance.unlimited)),
+            )
             if spent is not None and spent > 0 and pending:
-                db.execute("INSERT INTO charges VALUES (?, ?, ?, ?)",
-                           (now, self.session, spent, json.dumps(pending)))
+                db.execute("INSERT INTO charges VALUES (?, ?, ?, ?)", (now, self.session, spent, json.dumps(pending)))
 
         try:
             self.journal.transaction(steps)
@@ -154,8 +155,7 @@ class Meter:
     # -- spend -----------------------------------------------------------------------------
     def spend(self) -> Spend:
         balance = self.reading(fresh=True)
-        readings = self.journal.rows(
-            "SELECT at, session, key_id, remaining, used FROM balance_readings ORDER BY rowid")
+        readings = self.journal.rows("SELECT at, session, key_id, remaining, used FROM balance_readings ORDER BY rowid")
         midnight = _dt.datetime.combine(_dt.date.today(), _dt.time()).timestamp()
         session, today, all_time = 0.0, 0.0, 0.0
         last: dict[tuple[Any, Any], tuple[Any, ...]] = {}
@@ -167,7 +167,7 @@ class Meter:
             drop = _drop_values(before, (remaining, used))
             if drop:
                 all_time += drop
-                today += drop if at >= midnight else 0.0
+                today += drop if isinstance(at, (int, float)) and at >= midnight else 0.0
                 session += drop if sess == self.session else 0.0
         counts: dict[str, int] = {}
         for (body,) in self.journal.rows("SELECT body FROM generations WHERE task_id IS NOT NULL"):
@@ -178,8 +178,12 @@ class Meter:
             counts[cls] = counts.get(cls, 0) + 1
         return Spend(
             session=session if balance is not None or session else None,
-            today=today, all_time=all_time, counts=counts, per_class=self.per_class(),
-            balance=balance, why=self.error,
+            today=today,
+            all_time=all_time,
+            counts=counts,
+            per_class=self.per_class(),
+            balance=balance,
+            why=self.error,
         )
 
     def per_class(self) -> dict[str, float]:
@@ -210,14 +214,16 @@ class Meter:
             raise BudgetError(
                 f"a budget of {budget:g} credits is set, but the balance cannot be read ({self.error}), so "
                 "spend cannot be measured; nothing was sent. Try again, or remove the budget with "
-                "%config KlingMagics.budget_credits = 0")
+                "%config KlingMagics.budget_credits = 0"
+            )
         extra = self.estimate(bodies) if with_estimate else 0.0
         total = spent + (extra or 0.0)
         if spent >= budget or (with_estimate and total > budget):
             part = f" + an estimated {extra:g} for this cell" if with_estimate and extra else ""
             raise BudgetError(
                 f"this session has spent {spent:g} credits{part}, and the budget is {budget:g}; nothing was "
-                f"sent. To go on, raise it: %config KlingMagics.budget_credits = {max(budget * 2, total + 1):g}")
+                f"sent. To go on, raise it: %config KlingMagics.budget_credits = {max(budget * 2, total + 1):g}"
+            )
 
 
 def _drop(before: Balance | None, after: Balance) -> float | None:
@@ -237,8 +243,9 @@ def _drop_values(before: tuple[Any, Any], after: tuple[Any, Any]) -> float | Non
 
 
 # -- keys for a class ------------------------------------------------------------------------------
-def class_keys(client: Client, count: int, *, credits: float, out: Path, prefix: str = "student",
-               expires: _dt.date | None = None) -> list[str]:
+def class_keys(
+    client: Client, count: int, *, credits: float, out: Path, prefix: str = "student", expires: _dt.date | None = None
+) -> list[str]:
     """Make `count` keys with `credits` each (and the expiry), limited to kling-video-o1, with
     the vendor's POST /v1/tokens; write them to the CSV `out` only (owner-only permissions,
     refused if it exists). Returns the keys' names, never the keys."""
@@ -251,7 +258,7 @@ def class_keys(client: Client, count: int, *, credits: float, out: Path, prefix:
     expires_at = None
     if expires is not None:
         # The end of that day, UTC: a key "valid until 2026-12-31" works on the 31st.
-        expires_at = _dt.datetime.combine(expires, _dt.time(23, 59, 59), _dt.timezone.utc).timestamp()
+        expires_at = _dt.datetime.combine(expires, _dt.time(23, 59, 59), _dt.UTC).timestamp()
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:

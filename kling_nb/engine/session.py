@@ -23,19 +23,24 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..cell.spec import Request
 from ..contract import DEFAULT_BASE_URL
 from ..errors import ConfigError, KlingError, SpecError, SubmitUnknownError
 from ..media import frames
 from ..service.client import Client
 from ..service.secret import Secret
 from .generation import Generation, State
-from .journal import Journal
+from .journal import Journal, Record
 from .money import Meter, key_id
 from .schedule import PollSchedule
 from .tracker import Backend, Tracker, expired_error
+
+if TYPE_CHECKING:  # imported when first used: with a key set, the simulator never loads
+    from ..sim import Simulator
 
 # The embedded simulator accepts any key; this one is not a secret, and (unlike "simulated")
 # it never occurs in the simulator's own words, which the client scrubs of the key.
@@ -47,16 +52,16 @@ class Runtime:
     def __init__(
         self,
         *,
-        output_dir: str | os.PathLike = "kling_outputs",
+        output_dir: str | os.PathLike[str] = "kling_outputs",
         base_url: str | None = None,
         api_key: str | Secret | None = None,
         schedule: PollSchedule = PollSchedule(),
         deadline_s: float = 1800.0,
         workers: int = 8,
         sim_config: Any = None,
-        client_options: dict | None = None,
-        environ=os.environ,
-    ):
+        client_options: dict[str, Any] | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
         self._environ = environ
         self.workers = workers
         self.output_dir = Path(output_dir).resolve()
@@ -66,9 +71,9 @@ class Runtime:
         self.deadline_s = deadline_s
         self._sim_config = sim_config
         self._client_options = dict(client_options or {})  # timeouts and retries (tests, tuning)
-        self.simulator = None
+        self.simulator: Simulator | None = None
         self.generations: list[Generation] = []
-        self.outputs: list = []  # the notebook layer's cell outputs, for `%kling wait`
+        self.outputs: list[Any] = []  # the notebook layer's cell outputs, for `%kling wait`
         self._lock = threading.RLock()
         self._tracker: Tracker | None = None
         self._backend: Backend | None = None
@@ -92,8 +97,9 @@ class Runtime:
             return self._schedule
         # The embedded simulator is local and free: look every second so progress shows.
         s = self._schedule
-        return PollSchedule(min(s.first_s, 1.0), min(s.interval_s, 1.0), min(s.min_s, 0.2), s.margin_s,
-                            max(1.0, min(s.max_s, 5.0)))
+        return PollSchedule(
+            min(s.first_s, 1.0), min(s.interval_s, 1.0), min(s.min_s, 0.2), s.margin_s, max(1.0, min(s.max_s, 5.0))
+        )
 
     def configure(self, **settings: Any) -> None:
         """Change settings for generations started from now on; running ones go on as they were."""
@@ -144,10 +150,20 @@ class Runtime:
         with self._lock:
             if self._backend is None:
                 client = self._make_client()
-                meter = Meter(client, self.journal, key="simulator" if self.simulated else key_id(self._key),
-                              simulated=self.simulated)
-                self._backend = Backend(client, self.journal, self.output_dir, schedule=self.schedule,
-                                        deadline_s=self.deadline_s, meter=meter)
+                meter = Meter(
+                    client,
+                    self.journal,
+                    key="simulator" if self.simulated else key_id(self._key),
+                    simulated=self.simulated,
+                )
+                self._backend = Backend(
+                    client,
+                    self.journal,
+                    self.output_dir,
+                    schedule=self.schedule,
+                    deadline_s=self.deadline_s,
+                    meter=meter,
+                )
             return self._backend
 
     @property
@@ -157,7 +173,7 @@ class Runtime:
         assert meter is not None  # every backend this session makes has one
         return meter
 
-    def would_send(self, requests) -> list:
+    def would_send(self, requests: Iterable[Request]) -> list[Request]:
         """The requests that a run now would send (not saved, not in flight, not refused
         for good): what a budget is checked against."""
         sending = []
@@ -213,7 +229,7 @@ class Runtime:
             simulator.stop()
 
     # -- the money decision ------------------------------------------------------------
-    def identity(self, request, upstream: dict[str, Generation] | None = None) -> str:
+    def identity(self, request: Request, upstream: dict[str, Generation] | None = None) -> str:
         """Simulated and real results must never be mistaken for each other: a simulated
         request gets its own identity. (A real result is still reused by a keyless run: see
         run(), so a class can share a folder of real videos.) A request that refers to earlier
@@ -221,7 +237,7 @@ class Runtime:
         own = request.identity_for({n: g.identity or n for n, g in (upstream or {}).items()})
         return ("sim:" + own) if self.simulated else own
 
-    def check_references(self, requests) -> None:
+    def check_references(self, requests: Iterable[Request]) -> None:
         """Every name a batch refers to exists (earlier in the batch, this session or the
         journal) before anything of it is sent."""
         known = set()
@@ -237,18 +253,25 @@ class Runtime:
         if not found:
             raise SpecError(f"no generation named {name!r} in this session or the journal", field="from")
         if len(found) > 1:
-            raise SpecError(f"{name!r} names {len(found)} generations (a sweep): refer to one of them by its own "
-                            "--name", field="from")
+            raise SpecError(
+                f"{name!r} names {len(found)} generations (a sweep): refer to one of them by its own --name",
+                field="from",
+            )
         return found[0]
 
-    def run(self, request, *, name: str | None = None, force: bool = False, run_id: str | None = None) -> Generation:
+    def run(
+        self, request: Request, *, name: str | None = None, force: bool = False, run_id: str | None = None
+    ) -> Generation:
         journal = self.journal
         run_id = run_id or uuid.uuid4().hex
         name = request.name or name
         upstream = {ref.name: self._one(ref.name) for ref in request.references}
-        gen = Generation(request, name=name, label=request.label, simulated=self.simulated,
-                         identity=self.identity(request, upstream), run_id=run_id)
-        record, decision = None, None
+        identity = self.identity(request, upstream)
+        gen = Generation(
+            request, name=name, label=request.label, simulated=self.simulated, identity=identity, run_id=run_id
+        )
+        record: Record | None = None
+        decision = "new"
         if self.simulated and not force and not upstream:
             real = journal.latest(request.identity)
             if real is not None and real.status == "completed" and real.video_path:
@@ -256,7 +279,12 @@ class Runtime:
                     record, decision = real, "reuse"
         if record is None:
             decision, record = journal.begin(
-                gen.identity, request.body, name=name, label=request.label, force=force, run_id=run_id,
+                identity,
+                request.body,
+                name=name,
+                label=request.label,
+                force=force,
+                run_id=run_id,
                 waiting=bool(upstream),
             )
         backend = self.backend if decision != "reuse" else None
@@ -268,8 +296,6 @@ class Runtime:
     def stitch(self, names: list[str], *, name: str, run_id: str | None = None) -> Generation:
         """One film of named generations, in order; made when they are all completed (the call
         returns at once), recorded in the journal so a re-run is free."""
-        from ..cell.spec import Request
-
         if not names:
             raise SpecError("name the generations to stitch, in order", field="stitch")
         if not name.isidentifier():
@@ -279,8 +305,13 @@ class Runtime:
             raise SpecError("each generation can appear once in a film", field="stitch")
         body = {"prompt": " + ".join(names), "film": list(names)}
         identity = "film:" + hashlib.sha256(json.dumps([c.identity for c in clips.values()]).encode()).hexdigest()
-        gen = Generation(Request(body=body), name=name, simulated=any(c.simulated for c in clips.values()),
-                         identity=identity, run_id=run_id or uuid.uuid4().hex)
+        gen = Generation(
+            Request(body=body),
+            name=name,
+            simulated=any(c.simulated for c in clips.values()),
+            identity=identity,
+            run_id=run_id or uuid.uuid4().hex,
+        )
         decision, record = self.journal.begin(identity, body, name=name, run_id=gen.run_id, waiting=True)
         if decision == "reuse":
             self._adopt(gen, record, decision, None)
@@ -290,8 +321,14 @@ class Runtime:
             self.generations.append(gen)
         return gen
 
-    def _adopt(self, gen: Generation, record, decision: str, backend: Backend | None,
-               upstream: dict[str, Generation] | None = None) -> Generation:
+    def _adopt(
+        self,
+        gen: Generation,
+        record: Record,
+        decision: str,
+        backend: Backend | None,
+        upstream: dict[str, Generation] | None = None,
+    ) -> Generation:
         tracker = self.tracker
         if decision == "new":
             tracker.start(gen, backend or self.backend, record.id, upstream=upstream)
@@ -302,20 +339,48 @@ class Runtime:
         elif record.status == "completed":
             path = self.output_dir / record.video_path if record.video_path else None
             if path is not None and path.is_file() and not path.is_symlink():
-                tracker.settle(gen, State.COMPLETED, progress=100, video_path=path, task_id=record.task_id,
-                               poster_path=frames.ensure_poster(path),
-                               url=record.url, expires_at=record.expires_at, body=record.body, origin="reused")
+                tracker.settle(
+                    gen,
+                    State.COMPLETED,
+                    progress=100,
+                    video_path=path,
+                    task_id=record.task_id,
+                    poster_path=frames.ensure_poster(path),
+                    url=record.url,
+                    expires_at=record.expires_at,
+                    body=record.body,
+                    origin="reused",
+                )
             elif record.url and not record.is_expired():
                 tracker.fetch(gen, backend or self.backend, record)
             else:
-                tracker.settle(gen, State.FAILED, progress=100, task_id=record.task_id, body=record.body,
-                               origin="reused", error=expired_error(record.task_id, record.expires_at))
+                tracker.settle(
+                    gen,
+                    State.FAILED,
+                    progress=100,
+                    task_id=record.task_id,
+                    body=record.body,
+                    origin="reused",
+                    error=expired_error(record.task_id, record.expires_at),
+                )
         elif record.status == "unknown":
-            tracker.settle(gen, State.UNKNOWN, task_id=record.task_id, body=record.body, origin="reused",
-                           error=SubmitUnknownError(record.error_message or "the submit's outcome is unknown"))
+            tracker.settle(
+                gen,
+                State.UNKNOWN,
+                task_id=record.task_id,
+                body=record.body,
+                origin="reused",
+                error=SubmitUnknownError(record.error_message or "the submit's outcome is unknown"),
+            )
         else:
-            tracker.settle(gen, State.FAILED, task_id=record.task_id, body=record.body, origin="reused",
-                           error=KlingError(record.error_message or f"status {record.status}"))
+            tracker.settle(
+                gen,
+                State.FAILED,
+                task_id=record.task_id,
+                body=record.body,
+                origin="reused",
+                error=KlingError(record.error_message or f"status {record.status}"),
+            )
         return gen
 
     # -- sessions ----------------------------------------------------------------------
@@ -340,13 +405,16 @@ class Runtime:
             self.generations.extend(gens)  # tracked now: %kling wait and later look-ups see them
         return gens
 
-    def from_record(self, record) -> Generation:
+    def from_record(self, record: Record) -> Generation:
         """A generation for a journal entry: its saved video, or its task tracked again."""
-        from ..cell.spec import Request
-
-        gen = Generation(Request.from_body(record.body), name=record.name, label=record.label,
-                         simulated=record.identity.startswith("sim:"), identity=record.identity,
-                         run_id=record.run_id)
+        gen = Generation(
+            Request.from_body(record.body),
+            name=record.name,
+            label=record.label,
+            simulated=record.identity.startswith("sim:"),
+            identity=record.identity,
+            run_id=record.run_id,
+        )
         if record.task_id and not record.is_final and record.status != "unknown":
             return self._adopt(gen, record, "reattach", None)
         return self._adopt(gen, record, "reuse", None)

@@ -118,9 +118,7 @@ class _Workers:
     def __init__(self, count: int, name: str):
         # None: a thread's signal to stop
         self._jobs: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(count)
-        ]
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(count)]
         for t in self._threads:
             t.start()
 
@@ -146,8 +144,13 @@ class _Workers:
 class Tracker:
     """Owns the poller thread and the workers of one kernel. Tests make a fresh one."""
 
-    def __init__(self, *, workers: int = 8, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        *,
+        workers: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ):
         self._clock = clock
         self._wall = wall_clock
         self._due: list[tuple[float, int, Callable[[_Entry], None], _Entry]] = []
@@ -159,8 +162,9 @@ class Tracker:
         self._thread.start()
 
     # -- entry points ------------------------------------------------------------------
-    def start(self, gen: Generation, backend: Backend, record_id: int, *,
-              upstream: dict[str, Generation] | None = None) -> None:
+    def start(
+        self, gen: Generation, backend: Backend, record_id: int, *, upstream: dict[str, Generation] | None = None
+    ) -> None:
         """Upload, submit and track a generation whose journal record says 'new' (after the
         generations it refers to, if any, are completed)."""
         entry = _Entry(gen, backend, record_id, upstream=dict(upstream or {}), waiting_row=bool(upstream))
@@ -178,7 +182,10 @@ class Tracker:
         entry = _Entry(gen, backend, record.id, started=self._clock())
         gen._transition(
             state_for_service(record.status) if record.status != "completed" else State.QUEUED,
-            task_id=record.task_id, progress=record.progress, body=record.body, origin=origin,
+            task_id=record.task_id,
+            progress=record.progress,
+            body=record.body,
+            origin=origin,
             service_status=record.status,
         )
         self._schedule(self._poll, entry, 0.0)
@@ -186,15 +193,26 @@ class Tracker:
     def fetch(self, gen: Generation, backend: Backend, record: Record, *, origin: str = "reused") -> None:
         """Download the video of a completed task whose local file is missing."""
         entry = _Entry(gen, backend, record.id, started=self._clock())
-        gen._transition(State.DOWNLOADING, task_id=record.task_id, progress=100, body=record.body,
-                        url=record.url, expires_at=record.expires_at, origin=origin)
+        gen._transition(
+            State.DOWNLOADING,
+            task_id=record.task_id,
+            progress=100,
+            body=record.body,
+            url=record.url,
+            expires_at=record.expires_at,
+            origin=origin,
+        )
         self._run(self._download, entry)
 
     def await_submit(self, gen: Generation, backend: Backend, record: Record) -> None:
         """Another kernel may be submitting this very request right now: watch its journal row
         for a task id. If none comes while the row stays fresh, the outcome is unknown."""
-        gen._transition(State.SUBMITTING, body=record.body, origin="reattached",
-                        waiting_for="another kernel's submit of this request")
+        gen._transition(
+            State.SUBMITTING,
+            body=record.body,
+            origin="reattached",
+            waiting_for="another kernel's submit of this request",
+        )
         self._schedule(self._check_other_submit, _Entry(gen, backend, record.id), 0.0)
 
     def settle(self, gen: Generation, state: State, **fields: Any) -> None:
@@ -214,6 +232,7 @@ class Tracker:
 
     def _after_upstream(self, entry: _Entry, job: Callable[[_Entry], None]) -> None:
         entry.gen._transition(State.WAITING, waiting_for=", ".join(entry.upstream))
+
         def on_change(snap: Snapshot) -> None:
             if snap.done:
                 self._release(entry, job)
@@ -267,9 +286,13 @@ class Tracker:
         except Exception as err:
             log.exception("kling_nb background job failed")
             if not entry.gen.done:
-                entry.gen._transition(State.DETACHED, error=KlingError(
-                    f"internal error while tracking ({type(err).__name__}: {str(err)[:200]}); the task goes on: "
-                    "re-run the cell or `%kling resume` to pick it up"))
+                entry.gen._transition(
+                    State.DETACHED,
+                    error=KlingError(
+                        f"internal error while tracking ({type(err).__name__}: {str(err)[:200]}); the task goes on: "
+                        "re-run the cell or `%kling resume` to pick it up"
+                    ),
+                )
 
     def _submit(self, entry: _Entry) -> None:
         gen, b = entry.gen, entry.backend
@@ -327,7 +350,8 @@ class Tracker:
             if not up.url or (up.expires_at is not None and up.expires_at <= self._wall()):
                 raise ExpiredError(
                     f"the video URL of {ref.name} has expired (result URLs last 24 h) and the service takes "
-                    f"reference videos by URL only: re-run {ref.name} with --force, or host its video and give the URL")
+                    f"reference videos by URL only: re-run {ref.name} with --force, or host its video and give the URL"
+                )
             return up.url
         assert up.video_path is not None
         still = frames.save_frame(up.video_path, ref.frame, b.output_dir / "frames")
@@ -343,16 +367,20 @@ class Tracker:
         row = journal.get(entry.record_id)
         if row.task_id:
             entry.started = self._clock()
-            gen._transition(state_for_service(row.status), task_id=row.task_id, progress=row.progress,
-                            waiting_for=None)
+            gen._transition(state_for_service(row.status), task_id=row.task_id, progress=row.progress, waiting_for=None)
             self._schedule(self._poll, entry, 0.0)
         elif row.status == "submitting" and row.updated_at + FRESH_SUBMIT_S > self._wall():
             self._schedule(self._check_other_submit, entry, OTHER_SUBMIT_LOOK_S)
         else:
-            gen._transition(State.UNKNOWN, waiting_for=None, error=SubmitUnknownError(
-                "an earlier submit of this exact request got no answer (the kernel stopped, or the "
-                "connection dropped), so it may have been accepted and billed. Check your dashboard; "
-                "re-run with --force to submit it again."))
+            gen._transition(
+                State.UNKNOWN,
+                waiting_for=None,
+                error=SubmitUnknownError(
+                    "an earlier submit of this exact request got no answer (the kernel stopped, or the "
+                    "connection dropped), so it may have been accepted and billed. Check your dashboard; "
+                    "re-run with --force to submit it again."
+                ),
+            )
 
     def _upload(self, b: Backend, local: LocalFile | _LocalImage) -> str:
         url = b.journal.upload_url(local.sha256)
@@ -365,9 +393,13 @@ class Tracker:
     def _poll(self, entry: _Entry) -> None:
         gen, b = entry.gen, entry.backend
         if self._clock() - entry.started > b.deadline_s:
-            gen._transition(State.DETACHED, error=DeadlineError(
-                f"stopped waiting after {b.deadline_s:g} s; the generation goes on: "
-                "re-run the cell or `%kling resume` to pick it up again"))
+            gen._transition(
+                State.DETACHED,
+                error=DeadlineError(
+                    f"stopped waiting after {b.deadline_s:g} s; the generation goes on: "
+                    "re-run the cell or `%kling resume` to pick it up again"
+                ),
+            )
             return
         try:
             task = b.client.status(gen.task_id)
@@ -415,9 +447,13 @@ class Tracker:
             # Completed without a URL: never trust it, never resubmit; look again a few times.
             entry.no_url_looks += 1
             if entry.no_url_looks > NO_URL_LOOKS:
-                self._detach(entry, KlingError(
-                    f"the service reports task {task.id} completed but gives no video URL; nothing "
-                    "was submitted again: re-run the cell or `%kling resume` later to look again"))
+                self._detach(
+                    entry,
+                    KlingError(
+                        f"the service reports task {task.id} completed but gives no video URL; nothing "
+                        "was submitted again: re-run the cell or `%kling resume` later to look again"
+                    ),
+                )
                 return
             gen._transition(State.IN_PROGRESS, task_id=task.id, progress=100, service_status="completed")
             self._schedule(self._poll, entry, min(b.schedule.max_s, b.schedule.min_s * 2**entry.no_url_looks))
@@ -425,21 +461,30 @@ class Tracker:
         b.journal.record_status(entry.record_id, task)
         if task.status == "failed":
             err = GenerationFailed(
-                task.error_message or "the service reported the generation failed", code=task.error_code,
+                task.error_message or "the service reported the generation failed",
+                code=task.error_code,
                 task_id=task.id,
             )
-            gen._transition(State.FAILED, progress=task.progress, task_id=task.id, service_status=task.status,
-                            error=err)
+            gen._transition(
+                State.FAILED, progress=task.progress, task_id=task.id, service_status=task.status, error=err
+            )
         elif task.status == "completed":
-            gen._transition(State.DOWNLOADING, progress=100, task_id=task.id, url=task.url,
-                            expires_at=task.expires_at, service_status=task.status,
-                            thumbnail_url=getattr(task, "thumbnail_url", None))
+            gen._transition(
+                State.DOWNLOADING,
+                progress=100,
+                task_id=task.id,
+                url=task.url,
+                expires_at=task.expires_at,
+                service_status=task.status,
+                thumbnail_url=getattr(task, "thumbnail_url", None),
+            )
             # A job of its own: a burst of finished variants must not hold up the status polls
             # of the others behind their downloads.
             self._run(self._download, entry)
         else:
-            gen._transition(state_for_service(task.status), progress=task.progress, task_id=task.id,
-                            service_status=task.status)
+            gen._transition(
+                state_for_service(task.status), progress=task.progress, task_id=task.id, service_status=task.status
+            )
             delay, entry.expects_done = b.schedule.next_delay(entry.samples, entry.misses)
             self._schedule(self._poll, entry, delay)
 
@@ -471,14 +516,14 @@ class Tracker:
         dest = video_path_for(b.output_dir, f"{gen.name or 'film'}-film", (gen.identity or "")[-12:])
         path = stitch_clips([c for c in clips if c is not None], dest)
         b.journal.record_video(entry.record_id, str(path.relative_to(b.output_dir)), sha256_of(path))
-        gen._transition(State.COMPLETED, progress=100, video_path=path, poster_path=frames.ensure_poster(path),
-                        waiting_for=None)
+        gen._transition(
+            State.COMPLETED, progress=100, video_path=path, poster_path=frames.ensure_poster(path), waiting_for=None
+        )
 
     def _detach(self, entry: _Entry, err: KlingError) -> None:
         """Stop tracking, keep the task resumable: the journal keeps its status."""
         try:
-            entry.backend.journal.record_error(entry.record_id, getattr(err, "code", None), err.message,
-                                               final=False)
+            entry.backend.journal.record_error(entry.record_id, getattr(err, "code", None), err.message, final=False)
         except Exception:
             log.exception("could not record an error in the journal")
         entry.gen._transition(State.DETACHED, error=err)
@@ -511,7 +556,10 @@ def _quota_error(err: QuotaError, meter: Meter | None) -> QuotaError:
         f"this key's quota is used up ({err.service_message}): the service refused the generation, so "
         f"nothing was billed.{left} Add credits or use another key (%kling login); a re-run shows this "
         "again without sending, --force sends it again.",
-        status=err.status, code=err.code, type=err.type)
+        status=err.status,
+        code=err.code,
+        type=err.type,
+    )
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def _umask() -> int:
@@ -29,12 +29,13 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 @contextmanager
-def atomic_file(dest: Path, mode: str = "wb") -> Iterator[IO]:
-    """`with atomic_file(path) as f: f.write(...)`: all of it lands at `path`, or nothing does."""
+def atomic_file(dest: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """`with atomic_file(path) as f: f.write(...)`: all of it lands at `path`, or nothing does.
+    Text modes write UTF-8."""
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".kling-", suffix=dest.suffix)
     try:
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
         os.replace(tmp, dest)
     except BaseException:

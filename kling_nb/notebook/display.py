@@ -20,11 +20,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..engine.generation import Generation, Generations, Snapshot
 from . import render
 from .frontends import Embedding, contact_sheet
-from ..engine.generation import Generation, Generations, Snapshot
+
+if TYPE_CHECKING:  # show() imports them when it needs a live view
+    from .widget import GenerationView, GridView
 
 
 def _kernel_shell():
@@ -45,12 +48,13 @@ def publish(bundle: dict[str, Any], *, display_id: str, update: bool, parent: di
     shell = _kernel_shell()
     pub = getattr(shell, "display_pub", None) if shell else None
     token = None
-    if parent is not None and hasattr(pub, "set_thread_parent"):  # ipykernel >= 6.29
+    if parent is not None and pub is not None and hasattr(pub, "set_thread_parent"):  # ipykernel >= 6.29
         token = pub.set_thread_parent(parent)
     try:
         publish_display_data(data=bundle, transient={"display_id": display_id}, update=update)
     finally:
         if token is not None:
+            assert pub is not None, "the token came from pub.set_thread_parent"
             pub.reset_thread_parent(token)
 
 
@@ -64,16 +68,23 @@ def current_parent() -> dict | None:
 class CellOutput:
     """The output of one `%%kling` cell (one generation or a grid of them)."""
 
-    def __init__(self, gens: list[Generation], *, grid: bool = False, title: str = "",
-                 labels: list[dict] | None = None, embedding: Embedding | None = None):
+    def __init__(
+        self,
+        gens: list[Generation],
+        *,
+        grid: bool = False,
+        title: str = "",
+        labels: list[dict] | None = None,
+        embedding: Embedding | None = None,
+    ):
         self.gens = gens
         self.embedding = embedding or Embedding.here()
         self.grid = grid
         self.title = title
         self.labels = labels  # tile labels for this output only (compare), else each gen's own
         self.display_id = f"kling-{uuid.uuid4().hex}"
-        self.parent = None
-        self.view = None
+        self.parent: dict | None = None  # the header of the cell that showed the live view
+        self.view: GridView | GenerationView | None = None  # the live view, once shown
         self._final_sent = threading.Event()
         self._lock = threading.Lock()
 
@@ -84,7 +95,7 @@ class CellOutput:
     def snapshots(self) -> list[Snapshot]:
         snaps = [g.snapshot() for g in self.gens]
         if self.labels is not None:
-            snaps = [dataclasses.replace(s, label=label) for s, label in zip(snaps, self.labels)]
+            snaps = [dataclasses.replace(s, label=label) for s, label in zip(snaps, self.labels, strict=True)]
         return snaps
 
     def final_bundle(self) -> dict[str, str]:
@@ -110,8 +121,11 @@ class CellOutput:
             from .widget import GenerationView, GridView
 
             self.parent = current_parent()
-            self.view = (GridView(self.gens, title=self.title, labels=self.labels, embedding=self.embedding)
-                         if self.grid else GenerationView(self.gens[0], embedding=self.embedding))
+            self.view = (
+                GridView(self.gens, title=self.title, labels=self.labels, embedding=self.embedding)
+                if self.grid
+                else GenerationView(self.gens[0], embedding=self.embedding)
+            )
             publish(self.view._repr_mimebundle_(), display_id=self.display_id, update=False)
         for g in self.gens:
             g.add_listener(self._changed)

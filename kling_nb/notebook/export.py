@@ -36,8 +36,9 @@ class Export:
         total = sum(self.embedded.values())
         lines = [f"wrote {self.path.name} ({self.path.stat().st_size / 1048576:.1f} MiB)"]
         if self.embedded:
-            lines.append(f"embedded {len(self.embedded)} file(s), {total / 1048576:.1f} MiB before base64 "
-                         f"(+33% in the page)")
+            lines.append(
+                f"embedded {len(self.embedded)} file(s), {total / 1048576:.1f} MiB before base64 (+33% in the page)"
+            )
         return "\n".join(lines)
 
 

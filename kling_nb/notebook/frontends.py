@@ -46,7 +46,7 @@ def colab_key(modules: Mapping[str, object] = sys.modules) -> str | None:
     if "google.colab" not in modules:
         return None
     try:
-        from google.colab import userdata  # type: ignore[import-not-found]
+        from google.colab import userdata
 
         value = userdata.get("TOAPIS_API_KEY")
     except Exception:  # not granted, not set, or not Colab after all
@@ -76,8 +76,10 @@ class Embedding:
             if 0 < size <= self.max_bytes:
                 src = "data:video/mp4;base64," + base64.b64encode(s.video_path.read_bytes()).decode()
             else:
-                note = (f"not embedded: {_size(size)} is over the {_size(self.max_bytes)} cap "
-                        "(%config KlingMagics.embed_max_mb)")
+                note = (
+                    f"not embedded: {_size(size)} is over the {_size(self.max_bytes)} cap "
+                    "(%config KlingMagics.embed_max_mb)"
+                )
         return render.Media(src=src, still=still, still_src=still_src, note=note)
 
 

@@ -20,6 +20,7 @@ import sys
 import uuid
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Enum, Float, Int, List, Unicode, observe
@@ -35,37 +36,59 @@ from . import render
 from .display import CellOutput
 from .frontends import EMBED_MODES, Embedding, colab_key, frontend
 
-
 # The one declaration of the `%kling` commands: (name, positional arguments, help). The
 # parser and the `%kling?` text are both made from it.
 _COMMANDS: list[tuple[str, list[tuple[str, dict]], str]] = [
     ("wait", [], "block until every generation of this session is done (Ctrl-C stops waiting)"),
     ("list", [], "this session's generations"),
-    ("history", [("rows", dict(type=int, nargs="?", default=20, metavar="[N]"))],
-     "the project's journal, newest first (N rows, default 20)"),
+    (
+        "history",
+        [("rows", dict(type=int, nargs="?", default=20, metavar="[N]"))],
+        "the project's journal, newest first (N rows, default 20)",
+    ),
     ("show", [("entry", dict(metavar="ID|NAME"))], "one journal entry or named generation (its video, or why not)"),
-    ("compare", [("names", dict(nargs="+", metavar="A B .."))],
-     "put named generations (cells or journal) side by side in one grid"),
+    (
+        "compare",
+        [("names", dict(nargs="+", metavar="A B .."))],
+        "put named generations (cells or journal) side by side in one grid",
+    ),
     ("resume", [], "re-attach every in-flight task of the project after a restart"),
     ("login", [], "read an API key with getpass (kept in memory only)"),
     ("status", [], "where requests go (simulator or service) and the output folder"),
-    ("stitch", [("names", dict(nargs="+", metavar="A B ..")), ("--name", dict(required=True, metavar="FILM"))],
-     "cut named generations, in order, into one film (made when they are done; a re-run is free)"),
+    (
+        "stitch",
+        [("names", dict(nargs="+", metavar="A B ..")), ("--name", dict(required=True, metavar="FILM"))],
+        "cut named generations, in order, into one film (made when they are done; a re-run is free)",
+    ),
     ("balance", [], "the key's remaining and used credits, as the service reports them (and the account's)"),
     ("spend", [], "credits spent: this session, today, all time (measured from balance readings)"),
-    ("classroom", [("action", dict(choices=["keys", "usage"], metavar="keys N|usage FILE.csv")),
-                   ("target", dict(metavar="")), ("--credits", dict(type=float, metavar="C")),
-                   ("--expires", dict(metavar="YYYY-MM-DD")), ("--prefix", dict(default="student", metavar="NAME")),
-                   ("--out", dict(metavar="FILE.csv"))],
-     "limited keys for a class, made with the vendor's token API, written only to FILE.csv; or their usage"),
-    ("export", [("notebook", dict(metavar="NOTEBOOK.ipynb")), ("--embed", dict(action="store_true"))],
-     "write NOTEBOOK.html with every result (--embed: videos inside the page, one self-contained file)"),
+    (
+        "classroom",
+        [
+            ("action", dict(choices=["keys", "usage"], metavar="keys N|usage FILE.csv")),
+            ("target", dict(metavar="")),
+            ("--credits", dict(type=float, metavar="C")),
+            ("--expires", dict(metavar="YYYY-MM-DD")),
+            ("--prefix", dict(default="student", metavar="NAME")),
+            ("--out", dict(metavar="FILE.csv")),
+        ],
+        "limited keys for a class, made with the vendor's token API, written only to FILE.csv; or their usage",
+    ),
+    (
+        "export",
+        [("notebook", dict(metavar="NOTEBOOK.ipynb")), ("--embed", dict(action="store_true"))],
+        "write NOTEBOOK.html with every result (--embed: videos inside the page, one self-contained file)",
+    ),
     ("help", [], "this list"),
 ]
+
+
 def _usage(name: str, args: list[tuple[str, dict]]) -> str:
     if name == "classroom":  # two forms under one command
-        return "classroom keys N --credits C [--expires YYYY-MM-DD] [--prefix NAME] --out FILE.csv\n" \
-               "%kling classroom usage FILE.csv"
+        return (
+            "classroom keys N --credits C [--expires YYYY-MM-DD] [--prefix NAME] --out FILE.csv\n"
+            "%kling classroom usage FILE.csv"
+        )
     words = [name]
     for dest, kw in args:
         if not dest.startswith("--"):
@@ -98,9 +121,7 @@ class KlingMagics(Magics):
     output_dir = Unicode(
         "kling_outputs", help="Folder for videos and the journal, relative to the notebook's folder."
     ).tag(config=True)
-    base_url = Unicode("", help="Service base URL; default $TOAPIS_BASE_URL or https://toapis.com.").tag(
-        config=True
-    )
+    base_url = Unicode("", help="Service base URL; default $TOAPIS_BASE_URL or https://toapis.com.").tag(config=True)
     poll_first_s = Float(5.0, help="First status look after submitting (vendor: ~5 s).").tag(config=True)
     poll_interval_s = Float(10.0, help="Steady status rhythm (vendor: ~10 s).").tag(config=True)
     poll_min_s = Float(0.5, help="Tightest poll spacing, near a predicted completion.").tag(config=True)
@@ -118,12 +139,14 @@ class KlingMagics(Magics):
         False, help="Also count a cell's estimated cost (from what its billing classes cost before) against the budget."
     ).tag(config=True)
     embed = Enum(
-        list(EMBED_MODES), default_value="auto",
+        list(EMBED_MODES),
+        default_value="auto",
         help="Embed finished videos in the notebook: auto (in Colab and VS Code, which cannot play a file "
         "beside the notebook), always, or never.",
     ).tag(config=True)
     embed_max_mb = Float(20.0, help="Largest video embedded; above it the output keeps the still and a link.").tag(
-        config=True)
+        config=True
+    )
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
@@ -159,9 +182,11 @@ class KlingMagics(Magics):
         return output
 
     # -- %%kling -----------------------------------------------------------------------
-    @cell_magic("kling")
+    # IPython types cell_magic(name) and line_magic(name) as a union, not as a decorator.
+    @cell_magic("kling")  # type: ignore[arg-type]
     def kling(self, line: str, cell: str):
         """(the help text is CELL_HELP, below)"""
+        assert self.shell is not None  # a Magics made by load_ipython_extension has its shell
         batch = spec.parse_batch(
             cell, line, namespace=self.shell.user_ns, allowed_models=tuple(self.allowed_models), base_dir=os.getcwd()
         )
@@ -188,8 +213,9 @@ class KlingMagics(Magics):
         if self.budget_credits > 0:
             sending = runtime.would_send(batch.requests)
             if sending:  # a re-run that only shows saved results costs nothing and is never refused
-                runtime.meter.check_budget(self.budget_credits, [r.body for r in sending],
-                                           with_estimate=self.budget_includes_estimate)
+                runtime.meter.check_budget(
+                    self.budget_credits, [r.body for r in sending], with_estimate=self.budget_includes_estimate
+                )
         run_id = uuid.uuid4().hex
         gens = Generations(runtime.run(r, name=opts.name, force=opts.force, run_id=run_id) for r in batch.requests)
         output = self._output(gens, grid=count > 1, title=opts.name or "")
@@ -199,8 +225,10 @@ class KlingMagics(Magics):
             self._output([film]).show()
         if not opts.wait and frontend() == "colab" and not self._told_colab:
             self._told_colab = True
-            print("Colab does not show updates sent from background threads: the result appears when you run "
-                  "`%kling wait` (or add --wait to the cell).")
+            print(
+                "Colab does not show updates sent from background threads: the result appears when you run "
+                "`%kling wait` (or add --wait to the cell)."
+            )
         if opts.name:
             self.shell.user_ns[opts.name] = film if batch.film else (gens if count > 1 else gens[0])
         if opts.wait:
@@ -215,7 +243,7 @@ class KlingMagics(Magics):
             output.finalize_here()
 
     # -- %kling ------------------------------------------------------------------------
-    @line_magic("kling")
+    @line_magic("kling")  # type: ignore[arg-type]
     def kling_line(self, line: str):
         try:
             words = shlex.split(line)
@@ -269,7 +297,10 @@ class KlingMagics(Magics):
 
         class _Table:
             def _repr_mimebundle_(self, include=None, exclude=None):
-                return {"text/plain": render.journal_table_text(records), "text/html": render.journal_table_html(records)}
+                return {
+                    "text/plain": render.journal_table_text(records),
+                    "text/html": render.journal_table_html(records),
+                }
 
         display(_Table())
 
@@ -303,8 +334,10 @@ class KlingMagics(Magics):
     def _cmd_spend(self, args):
         spend = self.runtime.meter.spend()
         session = "unknown (" + spend.why + ")" if spend.session is None else f"{spend.session:g} credits"
-        print(f"this session: {session}; today: {spend.today:g} credits; all time: {spend.all_time:g} credits"
-              " (measured from the key's balance, in this journal)")
+        print(
+            f"this session: {session}; today: {spend.today:g} credits; all time: {spend.all_time:g} credits"
+            " (measured from the key's balance, in this journal)"
+        )
         for cls, n in sorted(spend.counts.items()):
             measured = spend.per_class.get(cls)
             cost = f", about {measured:g} credits each (measured; an estimate for the next)" if measured else ""
@@ -326,17 +359,27 @@ class KlingMagics(Magics):
         from ..engine.money import class_keys
 
         if not args.target.isdigit() or args.credits is None or not args.out:
-            raise SpecError("usage: %kling classroom keys N --credits C [--expires YYYY-MM-DD] [--prefix NAME] "
-                            "--out FILE.csv", field="%kling")
+            raise SpecError(
+                "usage: %kling classroom keys N --credits C [--expires YYYY-MM-DD] [--prefix NAME] --out FILE.csv",
+                field="%kling",
+            )
         try:
             expires = date.fromisoformat(args.expires) if args.expires else None
         except ValueError:
             raise SpecError(f"--expires must be a date like 2026-12-31, not {args.expires!r}") from None
-        names = class_keys(runtime.backend.client, int(args.target), credits=args.credits, out=Path(args.out),
-                           prefix=args.prefix, expires=expires)
-        print(f"made {len(names)} keys ({names[0]} .. {names[-1]}), {args.credits:g} credits each, "
-              f"kling-video-o1 only, expiring {args.expires or 'never'}; written only to {args.out} "
-              "(owner-only). Hand each student their line.")
+        names = class_keys(
+            runtime.backend.client,
+            int(args.target),
+            credits=args.credits,
+            out=Path(args.out),
+            prefix=args.prefix,
+            expires=expires,
+        )
+        print(
+            f"made {len(names)} keys ({names[0]} .. {names[-1]}), {args.credits:g} credits each, "
+            f"kling-video-o1 only, expiring {args.expires or 'never'}; written only to {args.out} "
+            "(owner-only). Hand each student their line."
+        )
 
     def _cmd_stitch(self, args):
         film = self.runtime.stitch(args.names, name=args.name)
@@ -383,14 +426,15 @@ Options:
 Line commands:
 {LINE_COMMANDS}
 """
-KlingMagics.kling.__doc__ = CELL_HELP
-KlingMagics.kling_line.__doc__ = "Session commands for kling_nb:\n" + LINE_COMMANDS
+# `%%kling?` and `%kling?` print these (setattr: IPython's decorators hide the methods' type).
+setattr(KlingMagics.kling, "__doc__", CELL_HELP)  # noqa: B010
+setattr(KlingMagics.kling_line, "__doc__", "Session commands for kling_nb:\n" + LINE_COMMANDS)  # noqa: B010
 
 
 def show_compare(runtime: Runtime, names: list[str], *, embedding: Embedding | None = None) -> Generations:
     """Named generations (this session or the journal) side by side in one grid, each tile
     labelled with its name and, for a sweep, what set it apart."""
-    gens, labels = Generations(), []
+    gens, labels = Generations(), list[dict[str, Any]]()
     for name in names:
         found = runtime.by_name(name)
         if not found:

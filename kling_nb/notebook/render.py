@@ -138,11 +138,7 @@ def header_html(s: Snapshot) -> str:
     """Name, prompt and parameters: the part of the live view that does not change."""
     name = f"<b>{html.escape(s.name)}</b> · " if s.name else ""
     lab = f"<i>{html.escape(label_text(s.label))}</i> · " if s.label else ""
-    sim = (
-        f'<div class="kling-sim" style="{NOTE_STYLE}">{html.escape(SIMULATED_NOTE)}</div>'
-        if s.simulated
-        else ""
-    )
+    sim = f'<div class="kling-sim" style="{NOTE_STYLE}">{html.escape(SIMULATED_NOTE)}</div>' if s.simulated else ""
     return (
         f'<div class="kling-header">{name}{lab}<span style="color:{MUTED}">{html.escape(params_text(s.body))}</span>'
         f'<div class="kling-prompt" style="white-space:pre-wrap">{html.escape(s.prompt)}</div>{sim}</div>'
@@ -158,9 +154,8 @@ def live_card_html(s: Snapshot, *, compact: bool = False) -> str:
         head = header_html(s)
     task = f" · task {html.escape(s.task_id)}" if s.task_id else ""
     origin = ORIGIN_TEXT.get(s.origin, "")
-    error = (
-        f'<div class="kling-error" style="color:{ERROR}">{html.escape(error_text(s))}</div>' if error_text(s) else ""
-    )
+    message = error_text(s)
+    error = f'<div class="kling-error" style="color:{ERROR}">{html.escape(message)}</div>' if message else ""
     return (
         f'<div class="kling-card" data-status="{html.escape(s.status, quote=True)}">{head}'
         f'<div style="display:flex;gap:8px;align-items:center;font-size:12px">{badge_html(s.status)}'
@@ -168,7 +163,7 @@ def live_card_html(s: Snapshot, *, compact: bool = False) -> str:
         f"{s.progress}%</progress><span>{s.progress}%</span>"
         f'<span class="kling-elapsed">{elapsed_text(s.elapsed_s)}</span>'
         f'<span style="color:{MUTED}">{task}</span>'
-        f'{f"<span>waiting for {html.escape(s.waiting_for)}</span>" if s.waiting_for else ""}</div>'
+        f"{f'<span>waiting for {html.escape(s.waiting_for)}</span>' if s.waiting_for else ''}</div>"
         f'{f"""<div style="font-size:12px;color:{MUTED}">{html.escape(origin)}</div>""" if origin else ""}{error}</div>'
     )
 
@@ -185,8 +180,11 @@ def video_tag(media: Media, *, attrs: str, style: str) -> str:
     and a link."""
     src = html.escape(media.src, quote=True)
     poster = f' poster="data:image/jpeg;base64,{media.still}"' if media.still else ""
-    still = (f'<img src="{html.escape(media.still_src, quote=True)}" alt="still of the video" style="{style}">'
-             if media.still_src else "")
+    still = (
+        f'<img src="{html.escape(media.still_src, quote=True)}" alt="still of the video" style="{style}">'
+        if media.still_src
+        else ""
+    )
     link = "" if media.src.startswith("data:") else f'<br><a href="{src}">{src}</a>'
     return f'<video src="{src}"{poster} {attrs} style="{style}">{still}{link}</video>'
 
@@ -208,8 +206,11 @@ def video_html(s: Snapshot, media: Media, *, width: int = 480, caption: bool = T
         )
         if x
     )
-    video = video_tag(media, attrs="controls loop muted playsinline preload=\"metadata\"",
-                      style=f"max-width:100%;width:{width}px;display:block")
+    video = video_tag(
+        media,
+        attrs='controls loop muted playsinline preload="metadata"',
+        style=f"max-width:100%;width:{width}px;display:block",
+    )
     caption_html = f'<div class="kling-caption" style="font-size:12px;color:{TEXT}">{text}</div>' if caption else ""
     return f'<div class="kling-result">{video}{caption_html}</div>'
 
@@ -257,8 +258,7 @@ def grid_html(items: list[tuple[Snapshot, Media | None]], *, columns: int | None
     for s, media in items:
         label = html.escape(label_text(s.label) or s.name or _excerpt(s.prompt, 40))
         if media is not None and s.status == "completed":
-            body = video_tag(media, attrs='muted playsinline preload="auto" controls',
-                             style="width:100%;display:block")
+            body = video_tag(media, attrs='muted playsinline preload="auto" controls', style="width:100%;display:block")
         elif error_text(s) or s.done:
             body = (
                 f'<div class="kling-error" style="padding:8px;border:1px solid {ERROR};color:{TEXT}">'
@@ -289,7 +289,8 @@ _LOCKSTEP_JS = """(function(){
 var root=document.getElementById(%s); if(!root) return;
 var vids=Array.prototype.slice.call(root.querySelectorAll('video')); if(!vids.length) return;
 var bar=document.createElement('div'); bar.className='kling-grid-controls'; bar.style.margin='4px 0';
-bar.innerHTML='<button data-act="play">\u25b6 Play all</button> <button data-act="pause">\u275a\u275a Pause all</button> '+
+bar.innerHTML='<button data-act="play">\u25b6 Play all</button> '+
+ '<button data-act="pause">\u275a\u275a Pause all</button> '+
  '<input data-act="seek" type="range" min="0" max="1000" value="0" style="width:200px"> '+
  '<label><input data-act="loop" type="checkbox" checked> loop</label>';
 root.insertBefore(bar, root.querySelector('.kling-grid-tiles'));
@@ -300,7 +301,8 @@ function place(v,t){var end=(v.duration||0)-0.05; v.currentTime=Math.max(0,Math.
 function sync(){var l=lead(),t=l.currentTime;each(function(v){if(v===l){return;}
  if(v.duration&&t>=v.duration-0.05){if(!v.paused){v.pause();}place(v,t);}
  else{if(Math.abs(v.currentTime-t)>0.1){v.currentTime=t;}if(!l.paused&&v.paused){v.play();}}});}
-function play(){sync();each(function(v){v.loop=false;v.muted=true;if(!(v.duration&&v.currentTime>=v.duration-0.05)){v.play();}});}
+function play(){sync();each(function(v){v.loop=false;v.muted=true;
+ if(!(v.duration&&v.currentTime>=v.duration-0.05)){v.play();}});}
 function pause(){each(function(v){v.pause();});sync();}
 bar.querySelector('[data-act=play]').onclick=play;
 bar.querySelector('[data-act=pause]').onclick=pause;
@@ -319,7 +321,9 @@ def grid_text(snaps: list[Snapshot]) -> str:
     return "\n".join(status_line(s) for s in snaps)
 
 
-def grid_bundle(items: list[tuple[Snapshot, Media | None]], *, title: str = "", still: str | None = None) -> dict[str, str]:
+def grid_bundle(
+    items: list[tuple[Snapshot, Media | None]], *, title: str = "", still: str | None = None
+) -> dict[str, str]:
     bundle = {"text/html": grid_html(items, title=title), "text/plain": grid_text([s for s, _ in items])}
     if still:
         bundle["image/jpeg"] = still
@@ -331,16 +335,21 @@ def dry_run_text(request, base_url: str, *, simulated: bool = False) -> str:
     uploads = ""
     if request.uploads:
         # Paths relative to the notebook: a saved output never shows this machine's folders.
-        lines = [f"  {'.'.join(map(str, u.where))}: {os.path.relpath(u.path)} ({u.mime}, {u.size:,} bytes)"
-                 for u in request.uploads]
+        lines = [
+            f"  {'.'.join(map(str, u.where))}: {os.path.relpath(u.path)} ({u.mime}, {u.size:,} bytes)"
+            for u in request.uploads
+        ]
         uploads = "Local files uploaded first (their URLs replace the paths):\n" + "\n".join(lines) + "\n"
     warnings = "".join(f"warning: {w}\n" for w in request.warnings)
     return (
         f"Dry run: nothing was sent.\nBilled as: {request.billing_class}\n{warnings}{uploads}"
         f"Body:\n{json.dumps(request.body, indent=2, ensure_ascii=False)}\n"
         f"Equivalent request (key redacted):\n{request.curl(base_url)}"
-        + ("\nNo key is set: a real run of this cell would go to kling_nb's embedded simulator (free)."
-           if simulated else "")
+        + (
+            "\nNo key is set: a real run of this cell would go to kling_nb's embedded simulator (free)."
+            if simulated
+            else ""
+        )
     )
 
 

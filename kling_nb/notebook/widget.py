@@ -21,16 +21,17 @@ import weakref
 
 import ipywidgets as w
 
+from ..engine.generation import Generation, Snapshot
 from . import render
 from .frontends import Embedding
-from ..engine.generation import Generation, Snapshot
 
 MIN_REFRESH_S = 0.1
 
 
 class GenerationView:
-    def __init__(self, gen: Generation, *, compact: bool = False, label: dict | None = None,
-                 embedding: Embedding | None = None):
+    def __init__(
+        self, gen: Generation, *, compact: bool = False, label: dict | None = None, embedding: Embedding | None = None
+    ):
         self.gen = gen
         self.embedding = embedding or Embedding.here()
         self.compact = compact
@@ -66,8 +67,11 @@ class GenerationView:
             if media is not None:
                 html += render.video_html(s, media, width=320 if self.compact else 480, caption=False)
             self.out.outputs = (
-                {"output_type": "display_data", "data": {"text/html": html, "text/plain": render.status_line(s)},
-                 "metadata": {}},
+                {
+                    "output_type": "display_data",
+                    "data": {"text/html": html, "text/plain": render.status_line(s)},
+                    "metadata": {},
+                },
             )
 
     def retire(self) -> None:
@@ -84,14 +88,23 @@ class GenerationView:
 class GridView:
     """One tile per variant, labelled with what differs; each fills in as its video lands."""
 
-    def __init__(self, gens: list[Generation], *, title: str = "", labels: list[dict] | None = None,
-                 embedding: Embedding | None = None):
-        self.tiles = [GenerationView(g, compact=True, label=labels[i] if labels else None, embedding=embedding)
-                      for i, g in enumerate(gens)]
+    def __init__(
+        self,
+        gens: list[Generation],
+        *,
+        title: str = "",
+        labels: list[dict] | None = None,
+        embedding: Embedding | None = None,
+    ):
+        self.tiles = [
+            GenerationView(g, compact=True, label=labels[i] if labels else None, embedding=embedding)
+            for i, g in enumerate(gens)
+        ]
         cols = render.grid_columns(len(gens))
         note = render.SIMULATED_NOTE if any(g.simulated for g in gens) else ""
         heading = f"<b>{render.html.escape(title)}</b>" + (
-            f'<div class="kling-sim" style="{render.NOTE_STYLE}">{render.html.escape(note)}</div>' if note else "")
+            f'<div class="kling-sim" style="{render.NOTE_STYLE}">{render.html.escape(note)}</div>' if note else ""
+        )
         # The title and note above the grid, not in its first cell: tiles keep their grid.
         grid = w.GridBox(
             [t.out for t in self.tiles],
@@ -122,7 +135,7 @@ def _shared_layout() -> w.Layout:
 class _Ticker:
     """Advances the elapsed time of unfinished views once a second, from one thread."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._views: weakref.WeakSet[GenerationView] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -206,40 +206,49 @@ class Client:
         except (TypeError, ValueError, RecursionError) as err:
             reason = str(err)[:200]
             raise NotSentError(f"the request body is not valid JSON ({reason}); nothing was sent") from None
+        reply = self._post_once("submit", self.base_url + SUBMIT_PATH, payload, _unknown, "")
+        if 200 <= reply.status < 300:
+            return self._accepted(reply)
+        if 400 <= reply.status < 500:
+            raise self._error(reply)
+        raise _unknown(f"the service answered HTTP {reply.status}")
+
+    def _post_once(
+        self, what: str, url: str, payload: bytes, unknown: Callable[[str], KlingError], never_made: str
+    ) -> _Reply:
+        """Send a POST that creates something billed or lasting (a generation, a key) at most
+        once. It is sent again only when it certainly did not arrive: a connection that was
+        never made, or a 429 refusal. Anything else that goes wrong after it may have left
+        raises `unknown(why)`: only the user can decide to send it again."""
         self._auth()  # no key: a ConfigError now, not an "unknown outcome" later
-        url = self.base_url + SUBMIT_PATH
         for attempt in range(self.max_retries + 1):
             try:
                 reply = self._exchange(
                     "POST",
                     url,
-                    what="submit",
+                    what=what,
                     limit_s=self.max_request_s,
                     auth=True,
                     data=payload,
                     headers={"Content-Type": "application/json"},
                 )
             except _NotSent as err:
-                raise NotSentError(f"submit: {err.reason}; nothing was sent") from None
+                raise NotSentError(f"{what}: {err.reason}; nothing was sent") from None
             except _NoConnection as err:
                 if attempt < self.max_retries:
-                    self._backoff(attempt, None, f"submit: {err.reason} (nothing was sent)")
+                    self._backoff(attempt, None, f"{what}: {err.reason} (nothing was sent)")
                     continue
-                raise TransportError(f"could not connect to {self._host()}: nothing was sent") from None
+                raise TransportError(f"could not connect to {self._host()}: nothing was sent{never_made}") from None
             except _Broken as err:
-                raise _unknown(err.reason) from None
+                raise unknown(err.reason) from None
             except KlingError:
                 raise
             except Exception as err:  # unforeseen, and the request may have left: never resend
-                raise _unknown(type(err).__name__) from None
+                raise unknown(type(err).__name__) from None
             if reply.status == 429 and attempt < self.max_retries:
-                self._backoff(attempt, _retry_after(reply.headers), "submit: rate limited (not accepted)")
+                self._backoff(attempt, _retry_after(reply.headers), f"{what}: rate limited (not accepted)")
                 continue
-            if 200 <= reply.status < 300:
-                return self._accepted(reply)
-            if 400 <= reply.status < 500:
-                raise self._error(reply)
-            raise _unknown(f"the service answered HTTP {reply.status}")
+            return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
     def status(self, task_id: str) -> TaskStatus:
@@ -331,39 +340,9 @@ class Client:
         the request may have left is a SubmitUnknownError, because a key may have been made."""
         body = _token_body(name, credits, expires_at, model_limits)
         payload = json.dumps(body).encode()
-        self._auth()  # no key: a ConfigError now, not an "unknown outcome" later
         url = self.base_url + TOKENS_PATH
-        for attempt in range(self.max_retries + 1):
-            try:
-                reply = self._exchange(
-                    "POST",
-                    url,
-                    what="create_token",
-                    limit_s=self.max_request_s,
-                    auth=True,
-                    data=payload,
-                    headers={"Content-Type": "application/json"},
-                )
-            except _NotSent as err:
-                raise NotSentError(f"create_token: {err.reason}; nothing was sent") from None
-            except _NoConnection as err:
-                if attempt < self.max_retries:
-                    self._backoff(attempt, None, f"create_token: {err.reason} (nothing was sent)")
-                    continue
-                raise TransportError(
-                    f"could not connect to {self._host()}: nothing was sent, no key was made"
-                ) from None
-            except _Broken as err:
-                raise _token_unknown(err.reason) from None
-            except KlingError:
-                raise
-            except Exception as err:  # unforeseen, and the request may have left: never resend
-                raise _token_unknown(type(err).__name__) from None
-            if reply.status == 429 and attempt < self.max_retries:
-                self._backoff(attempt, _retry_after(reply.headers), "create_token: rate limited (not accepted)")
-                continue
-            return self._made_token(reply, body)
-        raise AssertionError("unreachable")  # pragma: no cover
+        reply = self._post_once("create_token", url, payload, _token_unknown, ", no key was made")
+        return self._made_token(reply, body)
 
     def _balance(self, path: str, what: str, scope: str) -> Balance:
         data = self._retrying(what, "GET", self.base_url + path, limit_s=self.max_request_s)

@@ -56,6 +56,7 @@ class Simulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            assert self._thread is not None, "start() sets the server and its thread together"
             self._thread.join(timeout=5)
             self._server = None
 
@@ -70,24 +71,26 @@ class Simulator:
 
     @property
     def base_url(self) -> str:
-        return self._server.base_url
+        return self._running().base_url
 
     @property
     def log(self) -> list[dict]:
-        with self._server.state.lock:
-            return [dict(e) for e in self._server.state.log]
+        state = self._state()
+        with state.lock:
+            return [dict(e) for e in state.log]
 
     def count(self, kind: str) -> int:
         """Accepted (billed) submits for "submit"; requests of that kind otherwise."""
-        return self._server.stats().get(kind, 0)
+        return self._running().stats().get(kind, 0)
 
     def accepted_bodies(self) -> list[dict]:
         """The body of every task created (every billed submit), oldest first."""
-        with self._server.state.lock:
-            return [t.body for t in self._server.state.tasks.values()]
+        state = self._state()
+        with state.lock:
+            return [t.body for t in state.tasks.values()]
 
     def set_faults(self, faults: Faults) -> None:
-        self._server.state.set_faults(faults)
+        self._state().set_faults(faults)
 
     # -- money ---------------------------------------------------------------------------
     def charges(self) -> list[dict]:
@@ -115,10 +118,14 @@ class Simulator:
         with self._state().lock:
             token.quota = None if credits is None else round(credits * QUOTA_PER_CREDIT)
 
-    def _state(self) -> State:
+    def _running(self) -> SimServer:
+        """The server; it exists from start() until stop()."""
         if self._server is None:
             raise RuntimeError("the simulator is not running")
-        return self._server.state
+        return self._server
+
+    def _state(self) -> State:
+        return self._running().state
 
     def _token(self, key: str) -> Token:
         token = self._state().token_for(key)

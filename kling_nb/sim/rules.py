@@ -85,7 +85,9 @@ def _check_placeholders(prompt: str, body: dict) -> None:
         for key in PLACEHOLDER_LISTS[kind]:
             node = node.get(key) if isinstance(node, dict) else None
         if not isinstance(node, list) or n > len(node):
-            raise Invalid(f"{match.group(0)} refers to item {n} of {'.'.join(PLACEHOLDER_LISTS[kind])}, which does not exist")
+            raise Invalid(
+                f"{match.group(0)} refers to item {n} of {'.'.join(PLACEHOLDER_LISTS[kind])}, which does not exist"
+            )
 
 
 def _list_of_objects(value: Any, where: str) -> None:

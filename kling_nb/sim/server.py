@@ -342,7 +342,7 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path
         state = self.server.state
-        self._status_sent = None
+        self._status_sent: int | None = None
         kind = _kind(method, path)
         entry = {"method": method, "path": path, "kind": kind, "t": time.time(), "fault": None, "status": None}
         # Logged before answering: a test counting submits right after a dropped reply must
@@ -535,10 +535,11 @@ class Handler(BaseHTTPRequestHandler):
         msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
             b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + raw
         )
-        data = None
+        data: bytes | None = None
         for part in msg.iter_parts():
             if part.get_param("name", header="content-disposition") == "file":
-                data = part.get_payload(decode=True)
+                payload = part.get_payload(decode=True)  # bytes; None for a (nested) multipart part
+                data = payload if isinstance(payload, bytes) else None
         if data is None:
             self._json(400, {"success": False, "message": "Missing file field"})
             return
@@ -577,7 +578,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         task = state.tasks.get(name.removesuffix(".mp4"))
         info = state.task_json(task, self.server.base_url, time.time()) if task else None
-        if info is None or info["status"] != "completed":
+        if task is None or info is None or info["status"] != "completed":
             self._error(404, "not_found_error", "no such video")
             return
         # The precise expiry, not the whole second the task object reports.
@@ -802,6 +803,7 @@ class SimServer(ThreadingHTTPServer):
         self._media = tempfile.TemporaryDirectory(prefix="kling-sim-")
         self.state = State(config, key, Path(self._media.name))
         host, port = self.server_address[:2]
+        assert isinstance(host, str), "a bound AF_INET/AF_INET6 socket reports its host as a str"
         self.base_url = f"http://{host}:{port}"
 
     def handle_error(self, request, client_address) -> None:

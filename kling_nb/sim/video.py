@@ -36,8 +36,9 @@ def frame_size(aspect_ratio: str) -> tuple[int, int]:
     return max(16, width - width % 2), max(16, height - height % 2)
 
 
-def render_mp4(path: Path, prompt: str, *, mode: str, duration: int, aspect_ratio: str,
-               first_frame: Path | None = None) -> Path:
+def render_mp4(
+    path: Path, prompt: str, *, mode: str, duration: int, aspect_ratio: str, first_frame: Path | None = None
+) -> Path:
     """Write the clip to `path` (a real file: +faststart rewrites it in a second pass)."""
     width, height = frame_size(aspect_ratio)
     start = None
@@ -47,18 +48,22 @@ def render_mp4(path: Path, prompt: str, *, mode: str, duration: int, aspect_rati
         except OSError:
             start = None
     tint = tuple(hashlib.sha256(prompt.encode()).digest()[:3])
-    font = ImageFont.load_default(size=max(9, min(width, height) // 14))
-    small = ImageFont.load_default(size=max(8, min(width, height) // 18))
-    chars = max(12, width // max(5, font.size // 2 + 1))
-    lines = textwrap.wrap(" ".join(prompt.split()), chars)[: max(1, (height - 60) // (font.size + 3))]
+    # Layout uses the pixel sizes asked for (what a FreeType font's .size reports back; the
+    # bitmap fallback load_default() may return has no .size).
+    font_px = max(9, min(width, height) // 14)
+    small_px = max(8, min(width, height) // 18)
+    font = ImageFont.load_default(size=font_px)
+    small = ImageFont.load_default(size=small_px)
+    chars = max(12, width // max(5, font_px // 2 + 1))
+    lines = textwrap.wrap(" ".join(prompt.split()), chars)[: max(1, (height - 60) // (font_px + 3))]
     base = Image.new("RGB", (width, height), (24, 28, 40))
     draw = ImageDraw.Draw(base)
     y = 6
     for line in lines:
         draw.text((6, y), line, font=font, fill=(235, 235, 235))
-        y += font.size + 3
+        y += font_px + 3
     info = f"{mode} · {duration}s · {aspect_ratio} · simulated"
-    draw.text((6, height - small.size * 2 - 10), info, font=small, fill=(250, 200, 80))
+    draw.text((6, height - small_px * 2 - 10), info, font=small, fill=(250, 200, 80))
 
     with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=FPS)
@@ -70,8 +75,11 @@ def render_mp4(path: Path, prompt: str, *, mode: str, duration: int, aspect_rati
             if start is not None and i == 0:
                 img = start.copy()  # exactly the image it was asked to start from
             else:
-                background = Image.blend(start or Image.new("RGB", (width, height), (24, 28, 40)),
-                                         Image.new("RGB", (width, height), tint), 0.6 * t)
+                background = Image.blend(
+                    start or Image.new("RGB", (width, height), (24, 28, 40)),
+                    Image.new("RGB", (width, height), tint),
+                    0.6 * t,
+                )
                 img = Image.composite(base, background, base.convert("L").point(lambda v: 255 if v > 60 else 0))
             d = ImageDraw.Draw(img)
             x = int((width - 24) * i / max(1, total - 1))
@@ -81,8 +89,12 @@ def render_mp4(path: Path, prompt: str, *, mode: str, duration: int, aspect_rati
                     container.mux(packet)
                 continue
             d.rectangle([x, height - 8, x + 24, height - 2], fill=(80, 180, 255))
-            d.text((width - 6 * small.size // 2 - 30, height - small.size - 10), f"{i / FPS:4.1f}s", font=small,
-                   fill=(180, 180, 180))
+            d.text(
+                (width - 6 * small_px // 2 - 30, height - small_px - 10),
+                f"{i / FPS:4.1f}s",
+                font=small,
+                fill=(180, 180, 180),
+            )
             frame = av.VideoFrame.from_ndarray(np.asarray(img), format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
