@@ -213,7 +213,8 @@ def test_quickstart_live_then_reopened_without_a_kernel(lab, browser):
         saved = requests.get(
             f"{lab['base']}/api/contents/01-quickstart.ipynb", params={"token": lab["token"], "content": 1}, timeout=10
         ).json()
-        if '<video src=\\"kling_outputs/' in json.dumps(saved["content"]):
+        # (while JupyterLab is still writing, the contents API may answer without content)
+        if '<video src=\\"kling_outputs/' in json.dumps(saved.get("content")):
             break
         time.sleep(0.2)
     assert '<video src=\\"kling_outputs/' in json.dumps(saved["content"]), "the saved notebook has no video"

@@ -1,7 +1,8 @@
 """Every teaching notebook runs top to bottom with no key, as a student on Binder would.
 
 nbclient fails on any error output except in cells tagged `raises-exception` (which must
-then really raise); every generating cell must leave a relative <video> whose file exists.
+then really raise); every generating cell must leave a relative <video> whose file exists,
+except one tagged `refused`, which must show the service's refusal instead.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def generating(cell) -> bool:
         cell.cell_type == "code"
         and src.startswith("%%kling")
         and "--dry-run" not in src.splitlines()[0]
-        and "raises-exception" not in cell.metadata.get("tags", [])
+        and not {"raises-exception", "refused"} & set(cell.metadata.get("tags", []))
     )
 
 
@@ -48,6 +49,8 @@ def test_notebook_runs_keyless_and_keeps_its_videos(name, tmp_path):
         if "raises-exception" in tags:
             assert errors, f"cell meant to show an error did not raise:\n{cell.source}"
             assert len(errors[0].traceback) == 1, "a kling_nb error is one short line, no traceback"
+        if "refused" in tags:  # the service says no: one failure line, no video
+            assert 'class="kling-error"' in html_of(cell) and "<video" not in html_of(cell)
         if generating(cell):
             srcs = VIDEO_SRC.findall(html_of(cell))
             assert srcs, f"no video in the output of:\n{cell.source}"

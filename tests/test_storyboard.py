@@ -168,3 +168,32 @@ def test_a_shots_cell_in_a_real_kernel_returns_at_once_and_ends_with_the_film(si
     run(notebook(FAST_CONFIG, cell, "%kling wait"), tmp_path, sim_env(sim))
     assert sim.count("submit") == count and sim.count("upload") == 2
     assert time.monotonic() - started < 60
+
+
+def test_a_story_cut_off_by_a_dead_kernel_resumes_and_bills_each_shot_once(tmp_path):
+    from .test_rerun import start_and_kill
+
+    shots = "shots:\n  - A lantern is lit\n  - The lantern goes down the stairs\n---\n"
+    with Simulator(config=SimConfig(queue_s=0.2, run_s=3.0)) as slow:
+        start_and_kill(
+            tmp_path,
+            sim_env(slow),
+            FAST_CONFIG + f"\nget_ipython().run_cell_magic('kling', '--name tale', {shots!r})",
+            lambda: slow.count("submit") >= 1,  # shot 1 is running; shot 2 and the film wait on it
+        )
+        nb = run(
+            notebook(
+                FAST_CONFIG,
+                "%kling resume",
+                "%kling wait",
+                "print(sorted(g.name for g in "
+                "get_ipython().find_magic('kling').__self__.runtime.generations if g.status == 'completed'))",
+            ),
+            tmp_path,
+            sim_env(slow),
+            timeout=180,
+        )
+        assert slow.count("submit") == 2  # shot 1 re-attached, shot 2 sent once, after it
+    done = "".join(o.get("text", "") for o in nb.cells[3].outputs)
+    assert "'tale', 'tale_1', 'tale_2'" in done
+    assert next((tmp_path / "kling_outputs").glob("tale-film-*.mp4")).stat().st_size > 1000

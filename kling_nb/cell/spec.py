@@ -37,7 +37,7 @@ import yaml
 
 from ..contract import MODEL, billing_class
 from ..errors import SpecError
-from .fields import BATCH_KEYS, TOP_LEVEL, Lines, LocalFile, Reference, build_body
+from .fields import BATCH_KEYS, REFERENCE_PREFIX, TOP_LEVEL, Lines, LocalFile, Reference, build_body
 from .sweep import expand, labels
 
 __all__ = ["Batch", "LINE_HELP", "LocalFile", "Options", "Request", "from_fields", "parse", "parse_batch"]
@@ -108,8 +108,26 @@ class Request:
 
     @classmethod
     def from_body(cls, body: dict) -> Request:
-        """A request for a body that was already sent (journal entries)."""
-        return cls(body=copy.deepcopy(body))
+        """A request for a body from the journal; references still standing in it (a story
+        whose kernel stopped before they were resolved) are references again."""
+        return cls(body=copy.deepcopy(body), references=tuple(_references_in(body, ())))
+
+
+def _references_in(node: object, where: tuple) -> list[Reference]:
+    if isinstance(node, dict):
+        return [r for k, v in node.items() for r in _references_in(v, where + (k,))]
+    if isinstance(node, list):
+        return [r for i, v in enumerate(node) for r in _references_in(v, where + (i,))]
+    if isinstance(node, str) and node.startswith(REFERENCE_PREFIX):
+        name, _, choice = node[len(REFERENCE_PREFIX) :].partition("#")
+        if choice == "video":
+            return [Reference(where, name, "video")]
+        try:
+            frame: str | float = choice if choice in ("first", "last") else float(choice)
+        except ValueError:
+            return []
+        return [Reference(where, name, "frame", frame)]
+    return []
 
 
 @dataclass(frozen=True)

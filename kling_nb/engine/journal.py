@@ -399,9 +399,10 @@ class Journal:
         return _record(row)
 
     def pending(self) -> list[Record]:
+        """Tasks in flight, and requests still waiting on others (nothing sent for them yet)."""
         rows = self._db().execute(
-            "SELECT * FROM generations WHERE task_id IS NOT NULL AND status NOT IN ('completed', 'failed', 'unknown')"
-            " ORDER BY id"
+            "SELECT * FROM generations WHERE (task_id IS NOT NULL AND status NOT IN ('completed', 'failed', 'unknown'))"
+            " OR status = 'waiting' ORDER BY id"
         )
         return [_record(r) for r in rows]
 

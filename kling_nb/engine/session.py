@@ -180,16 +180,12 @@ class Runtime:
         for request in requests:
             upstream = {}
             for ref in request.references:
-                found = self.by_name(ref.name) if self._known(ref.name) else []
+                found = self.by_name(ref.name)  # not there yet: made earlier in the same cell
                 if len(found) == 1:
                     upstream[ref.name] = found[0]
             if self.journal.would_send(self.identity(request, upstream)):
                 sending.append(request)
         return sending
-
-    def _known(self, name: str) -> bool:
-        with self._lock:
-            return any(g.name == name for g in self.generations) or bool(self.journal.by_name(name))
 
     def _make_client(self) -> Client:
         if self.simulated:
@@ -388,10 +384,43 @@ class Runtime:
         """Re-attach every in-flight task of the project (after a kernel restart)."""
         with self._lock:
             live = {g.task_id for g in self.generations if g.task_id and not g.done}
-        gens = [self.from_record(r) for r in self.journal.pending() if r.task_id not in live]
-        with self._lock:
-            self.generations.extend(gens)
+            waiting = {g.identity for g in self.generations if not g.done}
+        gens = []
+        for record in self.journal.pending():  # oldest first: a story's shots before what waits on them
+            if record.status == "waiting":
+                if record.identity not in waiting:
+                    gen = self._resume_waiting(record)
+                    with self._lock:
+                        self.generations.append(gen)
+                    gens.append(gen)
+            elif record.task_id not in live:
+                gen = self.from_record(record)
+                with self._lock:
+                    self.generations.append(gen)
+                gens.append(gen)
         return gens
+
+    def _resume_waiting(self, record: Record) -> Generation:
+        """A request whose kernel stopped while it waited on others (a shot, a film): wait again."""
+        request = Request.from_body(record.body)
+        gen = Generation(
+            request,
+            name=record.name,
+            label=record.label,
+            simulated=record.identity.startswith("sim:"),
+            identity=record.identity,
+            run_id=record.run_id,
+        )
+        try:
+            if "film" in record.body:
+                names = [str(n) for n in record.body["film"]]
+                self.tracker.stitch(gen, self.backend, record.id, {n: self._one(n) for n in names})
+            else:
+                upstream = {ref.name: self._one(ref.name) for ref in request.references}
+                self.tracker.start(gen, self.backend, record.id, upstream=upstream)
+        except SpecError as err:  # what it waited on is gone from the journal
+            self.tracker.settle(gen, State.FAILED, error=err, origin="reattached")
+        return gen
 
     def by_name(self, name: str) -> list[Generation]:
         """This session's newest generations called `name`, else the journal's."""

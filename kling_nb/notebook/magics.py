@@ -287,7 +287,11 @@ class KlingMagics(Magics):
         if not gens:
             print("nothing in flight: every journal entry is final")
             return
-        print(f"re-attached to {len(gens)} task(s); nothing new was sent")
+        waiting = sum(1 for g in gens if g.status == "waiting")
+        print(
+            f"re-attached to {len(gens) - waiting} task(s); nothing new was sent for them"
+            + (f"; {waiting} waiting request(s) go out when what they wait for is done" if waiting else "")
+        )
         self._show(Generations(gens), grid=len(gens) > 1, title="resumed")
 
     def _cmd_history(self, args):
