@@ -54,7 +54,7 @@ def test_a_failed_variant_stays_in_its_tile(sim, tmp_path):
     nb = run(notebook(FAST_CONFIG, cell, "%kling wait"), tmp_path, sim_env(sim))
     grid = html_of(nb.cells[1])
     assert len(videos(grid)) == 2 and grid.count('class="kling-error"') == 1
-    assert "content_policy_violation" in grid
+    assert "generation_failed" in grid
 
 
 def test_confirmation_limit(sim, tmp_path):

@@ -81,7 +81,7 @@ def test_resume_after_restart(sim, tmp_path):
 def test_failed_generation_is_submitted_again_on_rerun(sim, tmp_path):
     cell = "%%kling --name bad --wait\n---\nsim:fail a storm"
     first = run(notebook(FAST_CONFIG, cell), tmp_path, sim_env(sim))
-    assert "content_policy_violation" in html_of(first.cells[1])
+    assert "generation_failed" in html_of(first.cells[1])
     run(notebook(FAST_CONFIG, cell), tmp_path, sim_env(sim))
     assert sim.count("submit") == 2
 

@@ -182,7 +182,7 @@ def test_prompt_markers(sim):
     reply = post(sim, body(prompt="sim:reject this"))
     assert reply.status_code == 422 and reply.json()["error"]["type"] == "content_policy_violation"
     failed = wait_done(sim, post(sim, body(prompt="sim:fail this")).json()["id"])
-    assert failed["status"] == "failed" and failed["error"]["code"] == "content_policy_violation"
+    assert failed["status"] == "failed" and failed["error"]["code"] == "generation_failed"
     assert "result" not in failed
 
 

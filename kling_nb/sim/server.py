@@ -273,8 +273,8 @@ class State:
         done_at = task.created + c.queue_s + c.run_s
         if task.fails:
             data.update(status="failed", progress=data["progress"], completed_at=int(done_at))
-            data["error"] = {
-                "code": "content_policy_violation",
+            data["error"] = {  # the contract's code for a task that failed
+                "code": "generation_failed",
                 "message": "The generated content was flagged by the content policy (simulated).",
             }
             return data
