@@ -176,6 +176,8 @@ def test_detection_needs_the_frontend_itself():
     assert frontends.frontend({}, {}) == "jupyter"
     assert frontends.frontend({"VSCODE_PID": "1"}, {}) == "vscode"
     assert frontends.frontend({}, {"google.colab": object()}) == "colab"
+    assert frontends.frontend({"VOILA_KERNEL_ID": "k"}, {}) == "voila"
+    assert frontends.frontend({"SERVER_SOFTWARE": "voila/0.5.13"}, {}) == "voila"
     assert frontends.frontend({"VSCODE_PID": ""}, {"google": object()}) == "jupyter"
     assert frontends.should_embed("auto", "vscode") and not frontends.should_embed("auto", "jupyter")
     assert frontends.should_embed("always", "jupyter") and not frontends.should_embed("never", "colab")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.generation import Generation, Generations, Snapshot
 from . import render
-from .frontends import Embedding, contact_sheet
+from .frontends import Embedding, contact_sheet, frontend
 
 if TYPE_CHECKING:  # show() imports them when it needs a live view
     from .widget import GenerationView, GridView
@@ -147,10 +147,11 @@ class CellOutput:
     def finalize_here(self) -> None:
         """Send the final result again from the cell that is executing now: headless runs
         keep only its messages. The live view it replaces is emptied, so a runner that saves
-        widget state (nbclient does) does not keep a second copy of everything."""
+        widget state (nbclient does) does not keep a second copy of everything; except under
+        Voilà, whose page showed each cell once, as it ran: there the widget is the result."""
         if self.done and _kernel_shell() is not None:
             publish(self.final_bundle(), display_id=self.display_id, update=True)
-            if self.view is not None:
+            if self.view is not None and frontend() != "voila":
                 self.view.retire()
 
 

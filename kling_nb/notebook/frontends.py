@@ -3,6 +3,8 @@
     JupyterLab, Notebook 7, nbconvert   a <video> whose src is relative to the notebook
     VS Code, Colab                      the video embedded as a data: URI (a relative file
                                         never plays there), under a size cap
+    Voilà                               the live widget stays: the page has rendered each
+                                        cell once, and only widgets reach it afterwards
     GitHub, PDF, PyCharm, a sanitizer   the poster still: an image/jpeg entry of the output
                                         and an <img> inside the <video>, plus a link
 
@@ -28,11 +30,13 @@ VSCODE_VARIABLES = ("VSCODE_PID", "VSCODE_CWD", "VSCODE_IPC_HOOK_CLI")
 
 
 def frontend(environ: Mapping[str, str] = os.environ, modules: Mapping[str, object] = sys.modules) -> str:
-    """'colab', 'vscode' or 'jupyter' (anything that loads files relative to the notebook)."""
+    """'colab', 'vscode', 'voila' or 'jupyter' (anything that loads files relative to the notebook)."""
     if "google.colab" in modules:
         return "colab"
     if any(environ.get(name) for name in VSCODE_VARIABLES):
         return "vscode"
+    if environ.get("VOILA_KERNEL_ID") or environ.get("SERVER_SOFTWARE", "").startswith("voila"):
+        return "voila"
     return "jupyter"
 
 
