@@ -39,5 +39,11 @@ lab: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
 
+# Mutation testing of the money and secret modules (mutmut, one module at a time against its own
+# tests; about 30 min on 2 cores) -> benchmarks/mutation.json. Not part of CI.
+# `make mutate GROUPS="journal fields"` runs only some.
+mutate: $(VENV)/.installed
+	nice -n 19 $(PY) scripts/mutate.py $(GROUPS)
+
 clean:
 	rm -rf $(VENV) demo-output test-artifacts .pytest_cache dist build
