@@ -1,14 +1,52 @@
-"""Helpers for tests/test_browser.py: JS run in the page, a static server with a content
-policy, and a pixel comparison of what a <video> spot shows against its poster still."""
+"""Helpers for the real-browser tests (tests/test_browser.py, tests/test_voila.py): Debian's
+Chromium driven by Playwright, JS run in the page, a static server with a content policy, and a
+pixel comparison of what a <video> spot shows against its poster still."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import io
+import os
 import threading
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright must never download a browser
+# Without these, Chromium's connections are refused by this machine's closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def require_chromium() -> None:
+    """Skip a browser test module where Chromium is missing, except in CI, where it fails."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing in CI: .ci/run must apt-get install chromium", pytrace=False)
+        pytest.skip("Chromium not installed (apt-get install chromium): browser test skipped", allow_module_level=True)
+
+
+@contextlib.contextmanager
+def chromium(*extra_args: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
 
 # JS: does the poster of this <video> load as an image? (the same request the player makes:
 # a poster is fetched under img-src, not media-src)

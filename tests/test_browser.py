@@ -31,19 +31,14 @@ import nbformat
 import pytest
 import requests
 
-from .browser_pages import CONTRAST, POSTER_LOADS, policy_server, still_shown
+from .browser_pages import CONTRAST, POSTER_LOADS, chromium, policy_server, require_chromium, still_shown
 from .kernel_harness import FAST_CONFIG, notebook, run
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI") == "true":
-        pytest.fail("Chromium is missing in CI: .ci/run must apt-get install chromium", pytrace=False)
-    pytest.skip("Chromium not installed (apt-get install chromium): browser test skipped", allow_module_level=True)
+require_chromium()
 
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -128,22 +123,8 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
+    with chromium("--autoplay-policy=no-user-gesture-required") as b:
         yield b
-        b.close()
 
 
 def lab_url(lab, name):

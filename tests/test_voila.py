@@ -34,19 +34,14 @@ from pathlib import Path
 import nbformat
 import pytest
 import requests
+from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
 
-CHROMIUM = "/usr/bin/chromium"
+from .browser_pages import chromium, require_chromium
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI") == "true":
-        pytest.fail("Chromium is missing in CI: .ci/run must apt-get install chromium", pytrace=False)
-    pytest.skip("Chromium not installed (apt-get install chromium): browser test skipped", allow_module_level=True)
-pytest.importorskip("voila", reason="voila is in the test extras: pip install -e '.[test]'")
-
-from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
+require_chromium()
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -140,21 +135,8 @@ def start_voila(folder: Path, home: Path, args: list[str]):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 class Wire:
