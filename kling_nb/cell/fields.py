@@ -195,42 +195,17 @@ def build_body(
             line=lines.of("audio"),
         )
 
-    taken = {r.where for r in references}
-    for i, item in enumerate(body.get("video_list", [])):
-        if ("video_list", i, "video_url") in taken:
-            continue
-        _media(
-            item,
-            "video_url",
-            ("video_list", i, "video_url"),
-            "videos",
-            lines.of("videos", i) or lines.of("video_list", i),
-            base_dir,
-            uploads,
-            video=True,
-        )
-    for i, item in enumerate(meta.get("image_list", [])):
-        if ("metadata", "image_list", i, "image_url") in taken:
-            continue
-        _media(
-            item,
-            "image_url",
-            ("metadata", "image_list", i, "image_url"),
-            "images",
-            lines.of("images", i) or lines.of("metadata", "image_list", i),
-            base_dir,
-            uploads,
-        )
-    for i, item in enumerate(meta.get("element_list", [])):
-        _media(
-            item,
-            "url",
-            ("metadata", "element_list", i, "url"),
-            "elements",
-            lines.of("elements", i) or lines.of("metadata", "element_list", i),
-            base_dir,
-            uploads,
-        )
+    taken = {r.where for r in references}  # references get their URL later, not from a file
+    for items, where, key, name in (
+        (body.get("video_list", []), ("video_list",), "video_url", "videos"),
+        (meta.get("image_list", []), ("metadata", "image_list"), "image_url", "images"),
+        (meta.get("element_list", []), ("metadata", "element_list"), "url", "elements"),
+    ):
+        for i, item in enumerate(items):
+            place = (*where, i, key)
+            if place not in taken:
+                line = lines.of(name, i) or lines.of(*where, i)
+                _media(item, key, place, name, line, base_dir, uploads, video=name == "videos")
 
     warnings.extend(_placeholders(prompt, body, prompt_line))
     return body, uploads, warnings, references
