@@ -128,8 +128,12 @@ class Journal:
         self.path = Path(path)
         self._clock = clock
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # Every connection with the thread that made it: a connection is closed only by its own
+        # thread, or once that thread has ended (closing one that another thread is using can
+        # crash the process).
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._all_lock = threading.Lock()
+        self._closed = False
         self._uri: str | None = None  # set when the journal is opened read-only
         self.read_only = False
         try:
@@ -159,7 +163,7 @@ class Journal:
 
     def _open_read_only(self) -> None:
         """Open a journal in a folder that cannot be written: saved results are still shown."""
-        self.close()
+        self._drop_connections()
         self.read_only = True
         if self.path.exists():
             # immutable=1: read without the -wal/-shm files, which cannot be created here.
@@ -177,6 +181,11 @@ class Journal:
     # -- connections -------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
+        if self._closed:
+            if db is not None:  # a worker still busy when the journal was closed: its turn now
+                self._local.db = None
+                db.close()
+            raise JournalError(f"{self.where} was closed (the session ended)")
         if db is None:
             if self._uri is not None:
                 db = sqlite3.connect(self._uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -188,7 +197,7 @@ class Journal:
                 db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._all_lock:
-                self._all.append(db)
+                self._all.append((threading.current_thread(), db))
         return db
 
     def _write(self, sql_steps: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -220,14 +229,22 @@ class Journal:
             raise
 
     def close(self) -> None:
+        """End the journal: this thread's connections and those of ended threads are closed now;
+        a thread still using its own (a worker finishing a job) closes it at its next use."""
+        self._closed = True
+        self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        here = threading.current_thread()
         with self._all_lock:
-            conns, self._all = self._all, []
-        for db in conns:
+            safe = [(t, db) for t, db in self._all if t is here or not t.is_alive()]
+            self._all = [pair for pair in self._all if pair not in safe]
+        for _, db in safe:
             try:
                 db.close()
-            except sqlite3.ProgrammingError:  # made in another thread that is gone
+            except sqlite3.ProgrammingError:
                 pass
-        self._local = threading.local()
+        self._local.db = None
 
     def read_only_error(self) -> JournalError:
         return JournalError(

@@ -136,9 +136,15 @@ class _Workers:
             except BaseException:  # the job itself records errors; this is the last net
                 log.exception("kling_nb worker job failed")
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait_s: float = 5.0) -> None:
+        """Stop the threads once the queued jobs are done, waiting up to `wait_s` for the jobs
+        under way (so a journal or client closed next is not pulled from under them)."""
         for _ in self._threads:
             self._jobs.put(None)
+        deadline = time.monotonic() + wait_s
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
 
 
 class Tracker:
