@@ -127,3 +127,31 @@ def test_a_planted_journal_cannot_inject_markup_or_paths(tmp_path):
         rt.close()
     finally:
         journal.close()
+
+
+def test_closing_the_journal_never_closes_a_connection_another_thread_is_using(tmp_path):
+    import threading
+
+    journal = Journal(tmp_path / "journal.sqlite")
+    inside, go_on, outcome = threading.Event(), threading.Event(), []
+
+    def slow_write(db):
+        inside.set()
+        go_on.wait(10)  # the session is closed meanwhile, from another thread
+        return db.execute("INSERT INTO uploads VALUES ('x', 'https://u', 0, NULL)").rowcount
+
+    def worker():
+        outcome.append(journal.transaction(slow_write))
+        try:
+            journal.history(1)
+        except JournalError as err:
+            outcome.append(err.message)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert inside.wait(10)
+    journal.close()  # from the main thread, while the worker is mid-transaction
+    go_on.set()
+    thread.join(10)
+    assert outcome[0] == 1  # its transaction finished on its own connection
+    assert "was closed" in outcome[1]  # and the next use says the session ended
