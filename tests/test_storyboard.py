@@ -171,7 +171,7 @@ def test_a_shots_cell_in_a_real_kernel_returns_at_once_and_ends_with_the_film(si
 
 
 def test_a_story_cut_off_by_a_dead_kernel_resumes_and_bills_each_shot_once(tmp_path):
-    from .test_rerun import start_and_kill
+    from .test_rerun import journal_has_task, start_and_kill
 
     shots = "shots:\n  - A lantern is lit\n  - The lantern goes down the stairs\n---\n"
     with Simulator(config=SimConfig(queue_s=0.2, run_s=3.0)) as slow:
@@ -179,7 +179,8 @@ def test_a_story_cut_off_by_a_dead_kernel_resumes_and_bills_each_shot_once(tmp_p
             tmp_path,
             sim_env(slow),
             FAST_CONFIG + f"\nget_ipython().run_cell_magic('kling', '--name tale', {shots!r})",
-            lambda: slow.count("submit") >= 1,  # shot 1 is running; shot 2 and the film wait on it
+            # shot 1 is running (its task id recorded); shot 2 and the film wait on it
+            lambda: journal_has_task(tmp_path),
         )
         nb = run(
             notebook(
