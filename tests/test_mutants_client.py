@@ -1284,3 +1284,239 @@ def test_server_text_is_cut_at_its_limit_and_not_before():
     assert scrub("x" * 500, None) == "x" * 500
     assert scrub("x" * 501, None) == "x" * 499 + "…"
     assert scrub("abc", None, limit=1) == "…"
+
+
+# -- third round --------------------------------------------------------------------------------------
+def test_a_four_character_key_is_hidden_too():
+    from kling_nb.service.secret import scrub
+
+    assert scrub("key abcd here", "abcd") == "key *** here"
+
+
+def never_connected_behind(shape: str) -> requests.ConnectionError:
+    """A never-made connection hidden in a chain whose other branches lead nowhere."""
+    refused = NewConnectionError(None, "refused")
+    outer = requests.ConnectionError("the request failed")
+    if shape == "sibling":  # looked at after another branch that has causes of its own
+        other = OSError("other")
+        other.args = (ValueError("deeper"),)
+        outer.__cause__, outer.__context__ = refused, other
+    else:  # a cycle met before the cause
+        back = OSError("back")
+        back.__context__ = outer
+        outer.__cause__, outer.__context__ = refused, back
+    return outer
+
+
+@pytest.mark.parametrize("shape", ["sibling", "cycle"])
+def test_every_branch_of_a_failure_is_searched_for_a_connection_never_made(shape):
+    client, adapter, _ = scripted(never_connected_behind(shape), (200, TASK, {}), max_retries=1)
+    assert client.submit(BODY).id == "video_1" and len(adapter.requests) == 2
+
+
+def test_a_connection_never_made_is_logged_as_nothing_sent(caplog):
+    client, _, _ = scripted(never_connected(), (200, TASK, {}), max_retries=1)
+    with caplog.at_level(logging.INFO, logger="kling_nb.client"):
+        client.submit(BODY)
+    assert any(m.endswith("s: submit: could not connect to api.example (nothing was sent)") for m in caplog.messages)
+
+
+def test_a_video_that_cannot_be_played_is_not_kept(tmp_path):
+    client, _, _ = downloader((200, b"\0\0\0\x18ftypisom" + b"\0" * 200, VIDEO_HEADERS))
+    with pytest.raises(DownloadError) as err:
+        client.download("https://cdn.example/v.mp4", tmp_path / "v.mp4")
+    assert err.value.message == "the downloaded file is not a playable video" and list(tmp_path.iterdir()) == []
+
+
+def test_a_reply_without_a_length_is_cut_at_the_json_limit():
+    client, _, _ = scripted((200, json.dumps(TASK).encode() + b" " * 200, {}), max_json_bytes=100)
+    with pytest.raises(TransportError) as err:
+        client.status("video_1")
+    assert err.value.message == "status: the reply is larger than 100 bytes"
+
+
+def test_a_new_key_whose_bare_part_sorts_first_is_still_hidden_whole():
+    key = "sk-zebra0123456789abcdefghij"
+    client, _, _ = scripted((400, {"error": {"message": f"dup {key}"}, "key": key}, {}))
+    with pytest.raises(APIError) as err:
+        client.create_token("class", credits=1)
+    assert err.value.service_message == "dup ***"
+
+
+@pytest.mark.parametrize("call, words", [("balance", "balance refused"), ("create_token", "create_token refused")])
+def test_an_empty_refusal_message_is_replaced_by_what_was_refused(call, words):
+    client, _, _ = scripted((200, {"success": False, "message": ""}, {}))
+    with pytest.raises(APIError) as err:
+        client.balance() if call == "balance" else client.create_token("class", credits=1)
+    assert err.value.message == f"HTTP 200: {words}"
+
+
+@pytest.mark.parametrize("error", [requests.ConnectionError("reset"), requests.ReadTimeout("slow")])
+def test_a_download_cut_by_its_limit_before_the_reply_says_so(tmp_path, error):
+    session = requests.Session()
+    session.mount("https://", Slow(error, 0.3))
+    client = Client("https://api.example", SECRET, session=session, max_retries=0, max_download_s=0.1, environ={})
+    with pytest.raises(DownloadError) as err:
+        client.download("https://cdn.example/v.mp4", tmp_path / "v.mp4")
+    assert err.value.message == "could not download the video: the download took longer than its limit of 0.1 s"
+
+
+def test_a_poll_dropped_after_its_limit_says_so():
+    session = requests.Session()
+    session.mount("https://", Slow(requests.ConnectionError("reset"), 0.3))
+    client = Client("https://api.example", SECRET, session=session, max_retries=0, max_request_s=0.1, environ={})
+    with pytest.raises(TransportError) as err:
+        client.status("video_1")
+    assert err.value.message == "status: the request took longer than its limit of 0.1 s"
+
+
+class EndsLate(Raw):
+    """A body without a length whose end arrives only after a long pause."""
+
+    def read(self, size=-1):
+        data = super().read(size)
+        if not data:
+            import time
+
+            time.sleep(0.4)
+        return data
+
+
+def test_a_download_whose_end_comes_after_its_limit_is_not_kept(tmp_path):
+    client, _, _ = downloader((200, EndsLate(tiny_mp4()), VIDEO_HEADERS), max_download_s=0.2)
+    with pytest.raises(DownloadError) as err:
+        client.download("https://cdn.example/v.mp4", tmp_path / "v.mp4")
+    assert err.value.message == "could not download the video: the download took longer than its limit of 0.2 s"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tiny_video_that_cannot_be_written_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)
+
+    def refuse(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", refuse)
+    client, _, _ = downloader((200, b"\0\0\0\x0cftypisom", VIDEO_HEADERS))
+    with pytest.raises(DownloadError) as err:
+        client.download("https://cdn.example/v.mp4", tmp_path / "v.mp4")
+    assert err.value.message == "no space left on device while saving v.mp4"
+
+
+class Unbuildable(requests.Session):
+    """A session that cannot build the request (an error without any words)."""
+
+    def prepare_request(self, request):
+        raise ValueError()
+
+
+def test_a_request_that_cannot_be_built_is_named_by_its_error_even_without_words(tmp_path):
+    session = Unbuildable()
+    client = Client("https://api.example", SECRET, session=session, max_retries=0, environ={})
+    with pytest.raises(DownloadError) as err:
+        client.download("https://cdn.example/v.mp4", tmp_path / "v.mp4")
+    assert err.value.message == "the video URL cannot be requested (ValueError)"
+
+
+def test_a_status_reply_that_is_not_a_task_says_so():
+    client, _, _ = scripted((200, ["not", "a", "task"], {}))
+    with pytest.raises(TransportError) as err:
+        client.status("video_1")
+    assert err.value.message.startswith("the status reply for video_1 was not a task object (")
+
+
+@pytest.mark.parametrize("reply_id, warned", [("video_1", False), ("video_2", True), (None, True)])
+def test_a_status_reply_naming_another_task_is_kept_under_the_asked_id_and_logged(caplog, reply_id, warned):
+    client, _, _ = scripted((200, {**TASK, "id": reply_id}, {}))
+    with caplog.at_level(logging.WARNING, logger="kling_nb.client"):
+        assert client.status("video_1").id == "video_1"
+    expected = "the status reply for video_1 named another or no task id; it was kept as video_1"
+    assert (expected in caplog.messages) is warned
+
+
+def test_an_image_that_cannot_be_read_is_named_by_its_error_even_without_words(tmp_path, monkeypatch):
+    import kling_nb.service.client as client_module
+
+    def broken_open(*args, **kwargs):
+        raise OSError()
+
+    monkeypatch.setattr(client_module, "open", broken_open, raising=False)
+    client, _, _ = scripted()
+    with pytest.raises(KlingError) as err:
+        client.upload(png(tmp_path))
+    assert err.value.message == "cannot read still.png: OSError"
+
+
+def test_many_workers_polling_at_once_keep_their_connections(caplog):
+    import threading
+
+    from .hostile_server import HostileServer, Reply
+
+    with HostileServer() as server:
+        server.on("GET", "/v1/videos/generations/video_1", Reply(status=200, body=json.dumps(TASK).encode(), delay=0.3))
+        with Client(server.url, SECRET, environ={}, max_retries=0) as client:
+            with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+                threads = [threading.Thread(target=client.status, args=("video_1",)) for _ in range(16)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                threads = [threading.Thread(target=client.status, args=("video_1",)) for _ in range(16)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+    assert not [m for m in caplog.messages if "Connection pool is full" in m]
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        (
+            SECRET[:9] + "\n" + SECRET[9:],
+            "the API key contains a control or invisible character (a line break, a tab or a zero-width space, "
+            "often from copying it): paste it again",
+        ),
+        (
+            SECRET[:9] + "\u2019" + SECRET[9:],
+            "the API key contains a non-ASCII character (a typographic quote or dash, often from copying it): "
+            "paste it again",
+        ),
+    ],
+)
+def test_a_pasted_key_with_a_stray_character_is_refused_saying_how_to_fix_it(key, message):
+    with pytest.raises(ConfigError) as err:
+        Secret(key)
+    assert err.value.message == message
+
+
+def test_a_request_in_flight_never_holds_the_process_open_at_exit(tmp_path):
+    import subprocess
+    import time
+
+    code = """
+import socket, sys, threading, time
+from kling_nb.service.client import Client
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)  # accepts, never answers
+client = Client(f"http://127.0.0.1:{server.getsockname()[1]}", "sk-exit-test-key", environ={}, max_retries=0,
+                max_request_s=60, read_timeout=60)
+threading.Thread(target=client.status, args=("video_1",), daemon=True).start()
+time.sleep(0.5)
+print("leaving", flush=True)
+"""
+    import kling_nb
+
+    # The kling_nb this test imported (under `make mutate`, mutmut's mutated copy), not the one
+    # the working folder would give.
+    where = str(Path(kling_nb.__file__).parents[1])
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": where},
+    )
+    assert out.returncode == 0 and "leaving" in out.stdout, out.stderr
+    assert time.monotonic() - started < 20  # the 60 s request limit's timer does not keep the process alive

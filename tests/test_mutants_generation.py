@@ -78,3 +78,53 @@ def test_elapsed_time_stops_when_the_generation_ends():
     gen._transition(State.FAILED)
     now[0] = 200.0
     assert gen.snapshot().elapsed_s == 3.5 and gen.elapsed == 3.5
+
+
+def test_listeners_get_the_elapsed_time_of_each_step():
+    now = [10.0]
+    gen = Generation(parse("A kite"), clock=lambda: now[0])
+    seen = []
+    gen.add_listener(seen.append)
+    now[0] = 12.5
+    gen._transition(State.SUBMITTING)
+    now[0] = 14.0
+    gen._transition(State.FAILED)
+    assert [s.elapsed_s for s in seen] == [2.5, 4.0]
+
+
+def test_an_illegal_transition_names_both_states():
+    from kling_nb.engine.generation import IllegalTransition
+
+    gen = Generation(parse("A kite"))
+    gen._transition(State.SUBMITTING)
+    with pytest.raises(IllegalTransition) as err:
+        gen._transition(State.UPLOADING)
+    assert err.value.message == "a generation cannot go from submitting to uploading"
+
+
+def test_a_wait_that_runs_out_says_the_generation_goes_on():
+    with pytest.raises(DeadlineError) as err:
+        Generation(parse("A kite")).wait(0.01)
+    assert err.value.message == (
+        "stopped waiting after 0.01 s; the generation goes on (wait again, or `%kling resume` after a restart)"
+    )
+
+
+def test_a_new_generation_already_shows_what_will_be_asked():
+    gen = Generation(parse("mode: pro\n---\nA kite"))
+    assert gen.body == {"model": "kling-video-o1", "prompt": "A kite", "mode": "pro"} and gen.prompt == "A kite"
+
+
+def test_a_broken_listener_is_logged_and_the_generation_goes_on(caplog):
+    import logging
+
+    gen = Generation(parse("A kite"))
+
+    def broken(snapshot):
+        raise RuntimeError("a view broke")
+
+    gen.add_listener(broken)
+    with caplog.at_level(logging.ERROR, logger="kling_nb.generation"):
+        gen._transition(State.FAILED)
+    assert gen.done and gen.wait(1) is gen
+    assert "a kling_nb listener failed" in caplog.messages

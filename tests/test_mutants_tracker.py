@@ -6,6 +6,7 @@ kernel's submit watched to its end."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,7 @@ def test_a_simulated_task_lost_with_its_simulator_is_started_again(world):
         "run-1",
         "video_1",
     )
-    assert gen.task_id == "video_1"
+    assert new.body == request.body and gen.task_id == "video_1"
 
 
 def test_a_real_task_the_service_no_longer_knows_fails(world):
@@ -640,3 +641,227 @@ def test_a_task_another_kernel_finished_is_looked_at_at_once(tmp_path):
     finally:
         tracker.close()
         journal.close()
+
+
+# -- fourth round ----------------------------------------------------------------------------------
+def wait_until(predicate, seconds=10.0):
+    """True as soon as `predicate()` holds; its last value after `seconds`."""
+    end = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < end:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_a_look_that_expects_the_end_and_misses_backs_off(tmp_path):
+    """progress 50 at t=1, 90 at t=11 (the end predicted for 13.5), still 100 % but not done at 13.5:
+    the next look comes after min_s * 2 (one miss), not at once."""
+    answers = iter(
+        [
+            TaskStatus(id="video_1", status="in_progress", progress=50),
+            TaskStatus(id="video_1", status="in_progress", progress=90),
+            TaskStatus(id="video_1", status="in_progress", progress=100),
+        ]
+    )
+
+    class Scripted(Service):
+        def status(self, task_id):
+            with self.lock:
+                self.polls[task_id] = self.polls.get(task_id, 0) + 1
+            return next(answers)
+
+    journal = Journal(tmp_path / "journal.sqlite")
+    clock = [0.0]
+    tracker = Tracker(workers=2, clock=lambda: clock[0])
+    schedule = PollSchedule(first_s=1, interval_s=10, min_s=0.5, margin_s=0.0, max_s=30)
+    try:
+        service = Scripted()
+        request = parse("A kite")
+        _, record = journal.begin("id", request.body)
+        gen = Generation(request)
+        tracker.start(gen, Backend(service, journal, tmp_path, schedule=schedule), record.id)
+
+        def next_look():
+            return sorted(due for due, _, job, _ in tracker._due if job.__name__ == "_poll")
+
+        for now, expected in ((1.0, [11.0]), (11.0, [13.5]), (13.5, [14.5])):
+            assert wait_until(lambda now=now: next_look() != [] and next_look()[0] >= now), next_look()
+            clock[0] = now
+            tracker.wake()
+            assert wait_until(lambda expected=expected: next_look() == expected), (now, next_look())
+    finally:
+        tracker.close()
+        journal.close()
+
+
+@pytest.mark.parametrize("status", ["failed", "completed"])
+def test_a_submit_answered_with_a_finished_task_keeps_its_id(world, status):
+    class Instant(Service):
+        def submit(self, body):
+            self.submitted.append(body)
+            return TaskStatus(
+                id="video_77", status=status, progress=100, url="https://cdn.example/v77.mp4", error_message="no"
+            )
+
+    journal, tracker, folder = world
+    request = parse("A kite")
+    _, record = journal.begin("id", request.body, name="kite")
+    gen = Generation(request, name="kite")
+    tracker.start(gen, Backend(Instant(), journal, folder, schedule=FAST), record.id)
+    s = gen.wait(10).snapshot()
+    assert s.task_id == "video_77"
+    if status == "completed":
+        assert s.video_path.name == "kite-video_77.mp4"
+
+
+class BrokenJournal(Journal):
+    def record_error(self, *args, **kwargs):
+        raise RuntimeError("the disk went away")
+
+    def mark_unknown(self, *args, **kwargs):
+        raise RuntimeError("the disk went away")
+
+
+@pytest.mark.parametrize("refusal", ["detach", "fail"])
+def test_a_journal_that_cannot_record_an_error_is_logged_and_the_generation_still_ends(tmp_path, caplog, refusal):
+    import logging
+
+    journal = BrokenJournal(tmp_path / "journal.sqlite")
+    tracker = Tracker(workers=2)
+    try:
+        request = parse("A kite")
+        _, record = journal.begin("id", request.body)
+        record = journal.record_status(record.id, TaskStatus(id="video_9", status="in_progress"))
+        error = AuthError("revoked", status=401) if refusal == "detach" else NotFoundError("gone", status=404)
+        gen = Generation(request)
+        with caplog.at_level(logging.ERROR, logger="kling_nb.tracker"):
+            tracker.attach(gen, Backend(Service(status_error=error), journal, tmp_path, schedule=FAST), record)
+            assert gen.wait(10).status == (State.DETACHED if refusal == "detach" else State.FAILED)
+        assert "could not record an error in the journal" in caplog.messages
+    finally:
+        tracker.close()
+        journal.close()
+
+
+def test_a_shot_whose_earlier_shot_failed_fails_and_waits_no_more(world):
+    journal, tracker, folder = world
+    shot1 = Generation(parse("A kite"), name="shot1")
+    shot1._transition(State.FAILED, error=KlingError("no"))
+    request = parse("A kite")
+    _, record = journal.begin("shot2", request.body, waiting=True)
+    gen = Generation(request)
+    seen = watched(gen)
+    service = Service()
+    tracker.start(gen, Backend(service, journal, folder, schedule=FAST), record.id, upstream={"shot1": shot1})
+    s = gen.wait(10).snapshot()
+    assert seen[0].waiting_for == "shot1"
+    assert (s.status, s.waiting_for) == (State.FAILED, None) and service.submitted == []
+    assert s.error.message == "shot1 (failed) did not complete, so nothing was sent for this generation"
+
+
+def test_a_quota_refusal_says_how_many_credits_are_left(world):
+    class Meter:
+        def before_submit(self):
+            pass
+
+        def charged(self, body):
+            pass
+
+        def reading(self, fresh=False):
+            return type("Balance", (), {"remaining_credits": 12.5})()
+
+    refused = QuotaError("insufficient quota", status=402, code="insufficient_quota")
+    journal, tracker, folder = world
+    request = parse("A kite")
+    _, record = journal.begin("id", request.body)
+    gen = Generation(request)
+    backend = Backend(Service(submit_error=refused), journal, folder, schedule=FAST, meter=Meter())
+    tracker.start(gen, backend, record.id)
+    assert gen.wait(10).status == State.FAILED
+    assert " It has 12.5 credits left (%kling balance)." in gen.error.message
+
+
+@pytest.mark.parametrize("text", ["boom", "x" * 300])
+def test_a_bug_in_a_background_job_detaches_saying_so(world, caplog, text):
+    import logging
+
+    journal, tracker, folder = world
+    request = parse("A kite")
+    _, record = journal.begin("id", request.body)
+    gen = Generation(request)
+    with caplog.at_level(logging.ERROR, logger="kling_nb.tracker"):
+        tracker.start(gen, Backend(Service(submit_error=RuntimeError(text)), journal, folder, schedule=FAST), record.id)
+        assert gen.wait(10).status == State.DETACHED
+    assert gen.error.message == (
+        f"internal error while tracking (RuntimeError: {text[:200]}); the task goes on: "
+        "re-run the cell or `%kling resume` to pick it up"
+    )
+    assert "kling_nb background job failed" in caplog.messages
+
+
+def test_a_film_without_a_name_is_called_film(world, clip):
+    journal, tracker, folder = world
+    clips = {"shot1": finished_clip(folder, "shot1", clip)}
+    film = Generation(parse("film"), identity="film:abcdefabcdef0123")
+    _, record = journal.begin(film.identity, {"prompt": "shot1"}, waiting=True)
+    tracker.stitch(film, Backend(Service(), journal, folder, schedule=FAST), record.id, clips)
+    assert film.wait(30).video_path.name == "film-film-efabcdef0123.mp4"  # the identity's last 12 characters
+
+
+def test_a_story_shot_with_a_local_image_stops_waiting_when_it_uploads(world):
+    journal, tracker, folder = world
+    (folder / "red.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    shot1 = finished_clip(folder, "shot1", VIDEO)
+    request = parse("images: [red.png]\n---\n<<<image_1>>> waves", base_dir=folder)
+
+    class Uploads(Service):
+        def upload(self, path):
+            return "https://cdn.example/red.png"
+
+    _, record = journal.begin("shot2", request.body, waiting=True)
+    gen = Generation(request)
+    seen = watched(gen)
+    tracker.start(gen, Backend(Uploads(), journal, folder, schedule=FAST), record.id, upstream={"shot1": shot1})
+    assert gen.wait(10).status == State.COMPLETED
+    uploading = next(s for s in seen if s.status == State.UPLOADING)
+    assert seen[0].waiting_for == "shot1" and uploading.waiting_for is None
+
+
+def test_a_claimed_shot_looks_at_the_other_kernels_row_at_once(tmp_path):
+    journal = Journal(tmp_path / "journal.sqlite")
+    tracker = Tracker(workers=2, clock=lambda: 100.0)
+    try:
+        shot1 = finished_clip(tmp_path, "shot1", VIDEO)
+        request = parse("A kite")
+        _, record = journal.begin("shot2", request.body, waiting=True)
+        assert journal.claim(record.id)
+        gen = Generation(request)
+        tracker.start(gen, Backend(Service(), journal, tmp_path, schedule=FAST), record.id, upstream={"shot1": shot1})
+
+        def looks():
+            return [due for due, _, job, _ in tracker._due if job.__name__ == "_check_other_submit"]
+
+        # looked at once (at 100.0), found the row fresh, so the next look is OTHER_SUBMIT_LOOK_S later
+        assert wait_until(lambda: looks() == [100.0 + tracker_module.OTHER_SUBMIT_LOOK_S]), looks()
+    finally:
+        tracker.close()
+        journal.close()
+
+
+def test_a_task_completed_without_a_url_right_at_submit_keeps_its_id_while_looking_again(world):
+    class NoUrlYet(Service):
+        def submit(self, body):
+            self.submitted.append(body)
+            return TaskStatus(id="video_88", status="completed", progress=100)
+
+        def status(self, task_id):
+            return TaskStatus(id=task_id, status="completed", progress=100, url=f"https://cdn.example/{task_id}.mp4")
+
+    journal, tracker, folder = world
+    request = parse("A kite")
+    _, record = journal.begin("id", request.body)
+    gen = Generation(request)
+    seen = watched(gen)
+    tracker.start(gen, Backend(NoUrlYet(), journal, folder, schedule=FAST), record.id)
+    assert gen.wait(10).status == State.COMPLETED
+    looking = next(s for s in seen if s.status == State.IN_PROGRESS)
+    assert (looking.task_id, looking.progress, looking.service_status) == ("video_88", 100, "completed")
