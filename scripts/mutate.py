@@ -196,6 +196,13 @@ _DAMAGED = (
     "same 'is damaged (<SQLite's reason>)' JournalError (checked by overwriting each page of a journal)"
 )
 _JSON_TEXT = "every reader decodes these columns with json.loads, which gives the same dict with or without \\u escapes"
+_JSON_SPACES = (
+    "every reader decodes these columns with json.loads, so spaces after ',' and ':' change only the stored text"
+)
+_WRITER_ISOLATION = (
+    "every write runs inside an explicit BEGIN IMMEDIATE ... COMMIT, where Python's implicit transactions "
+    "(begun only before a write outside one) never start"
+)
 _EMPTY_JSON = "an empty column still reads as {}: the bad default fails to parse and the except returns {}"
 _READ_ONLY_FLAG = "read_only is only ever tested for truth, and None is as false as False"
 _URI = (
@@ -700,29 +707,42 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         _JSON_TEXT,
     ),
     "kling_nb.engine.journal.x__json_dict__mutmut_4": ('value = json.loads(text or "XX{}XX")', _EMPTY_JSON),
-    "kling_nb.engine.journal.xǁJournalǁ__init____mutmut_19": ("if _damaged(None):", _DAMAGED),
-    "kling_nb.engine.journal.xǁJournalǁ__init____mutmut_8": ("self.read_only = None", _READ_ONLY_FLAG),
-    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_13": (
+    "kling_nb.engine.journal.xǁJournalǁ__init____mutmut_7": ("self._closed = None", _FALSY),
+    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_30": (
+        "db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)",
+        _WRITER_ISOLATION,
+    ),
+    "kling_nb.engine.journal.x__json__mutmut_4": (
+        "return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=None)",
+        _JSON_SPACES,
+    ),
+    "kling_nb.engine.journal.x__json__mutmut_8": (
+        "return json.dumps(value, sort_keys=True, ensure_ascii=False, )",
+        _JSON_SPACES,
+    ),
+    "kling_nb.engine.journal.xǁJournalǁ__init____mutmut_21": ("if _damaged(None):", _DAMAGED),
+    "kling_nb.engine.journal.xǁJournalǁ__init____mutmut_10": ("self.read_only = None", _READ_ONLY_FLAG),
+    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_16": (
         "db = sqlite3.connect(self._uri, uri=None, isolation_level=None, check_same_thread=False)",
         _URI,
     ),
-    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_16": (
+    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_19": (
         "db = sqlite3.connect(self._uri, isolation_level=None, check_same_thread=False)",
         _URI,
     ),
-    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_17": (
+    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_20": (
         "db = sqlite3.connect(self._uri, uri=True, check_same_thread=False)",
         _RO_ISOLATION,
     ),
-    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_19": (
+    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_22": (
         "db = sqlite3.connect(self._uri, uri=False, isolation_level=None, check_same_thread=False)",
         _URI,
     ),
-    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_26": (
+    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_29": (
         "db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)",
         _BUSY,
     ),
-    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_29": (
+    "kling_nb.engine.journal.xǁJournalǁ_db__mutmut_32": (
         "db = sqlite3.connect(self.path, timeout=31.0, isolation_level=None, check_same_thread=False)",
         _BUSY,
     ),
@@ -757,6 +777,10 @@ _SORTED = (
 _STRICT_ZIP = (
     "differs only for a planted table with extra or missing columns, where the original raises a bare "
     "ValueError (a finding: a JournalError would be better); pinning that crash is no test"
+)
+_SECOND_CLOSE = (
+    "differs only when close() runs twice and a worker thread ends in between: its connection is then left "
+    "to the garbage collector instead of being closed by the second close()"
 )
 _CAUSE_CAP = "the cap of 32 causes only bounds a pathological chain of exceptions; a test would pin the constant"
 _UNREADABLE = "needs a destination file the process cannot read; the suite runs as root, which can read any file"
@@ -800,6 +824,10 @@ NOT_TESTED: dict[str, tuple[str, str]] = {
     "kling_nb.engine.journal.x__json__mutmut_9": (
         'return json.dumps(value, sort_keys=False, ensure_ascii=False, separators=(",", ":"))',
         _SORTED,
+    ),
+    "kling_nb.engine.journal.xǁJournalǁ_drop_connections__mutmut_7": (
+        "self._all = [pair for pair in self._all if pair in safe]",
+        _SECOND_CLOSE,
     ),
     "kling_nb.engine.journal.x__record__mutmut_5": ("data = dict(zip(_COLUMNS, row, strict=None))", _STRICT_ZIP),
     "kling_nb.engine.journal.x__record__mutmut_8": ("data = dict(zip(_COLUMNS, row, ))", _STRICT_ZIP),
