@@ -93,6 +93,36 @@ def test_a_damaged_journal_is_named_and_never_overwritten(tmp_path):
     assert path.read_bytes() == junk
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "ALTER TABLE generations ADD COLUMN extra TEXT",
+        "ALTER TABLE generations DROP COLUMN error_message",
+        "ALTER TABLE events ADD COLUMN note TEXT",
+    ],
+    ids=["extra column", "missing column", "events changed"],
+)
+def test_a_journal_with_other_columns_is_refused_by_name_and_never_changed(tmp_path, change):
+    path = tmp_path / "kling_outputs" / "journal.sqlite"
+    journal = Journal(path)
+    journal.begin("id", {"prompt": "A kite"})
+    journal.close()
+    db = sqlite3.connect(path)
+    db.execute(change)
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(JournalError) as err:
+        Journal(path)
+    table = "events" if "events" in change else "generations"
+    assert err.value.message == (
+        f"kling_outputs/journal.sqlite was not written by this version of kling_nb (its {table} table has other "
+        "columns); kling_nb will not change it. Move it aside (for example rename it to journal.sqlite.old) and "
+        "run again; the saved videos stay where they are"
+    )
+    assert path.read_bytes() == before
+
+
 def test_a_planted_journal_cannot_inject_markup_or_paths(tmp_path):
     path = tmp_path / "journal.sqlite"
     Journal(path).close()

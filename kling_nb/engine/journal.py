@@ -25,6 +25,7 @@ it (it travels only in a header).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -139,6 +140,7 @@ class Journal:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = self._db()
+            self._check_layout()  # before anything is written to a file that is not ours
             with db:
                 db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -149,6 +151,19 @@ class Journal:
             self._open_read_only()
         except OSError:
             self._open_read_only()
+
+    def _check_layout(self) -> None:
+        """A journal whose tables are not the ones this kling_nb writes (planted, or from another
+        version) is refused like a damaged one: reads and writes by position would fail half-way."""
+        found = _layout(self._db())
+        for table, columns in _expected_layout().items():
+            if table in found and found[table] != columns:  # a missing table is made (or, read-only, refused)
+                self.close()
+                raise JournalError(
+                    f"{self.where} was not written by this version of kling_nb (its {table} table has other "
+                    f"columns); kling_nb will not change it. Move it aside (for example rename it to "
+                    f"{self.path.name}.old) and run again; the saved videos stay where they are"
+                )
 
     @property
     def where(self) -> str:
@@ -177,6 +192,7 @@ class Journal:
         except sqlite3.DatabaseError as err:
             self.close()
             raise self._damaged_error(err) from None
+        self._check_layout()
 
     # -- connections -------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -481,6 +497,23 @@ def _decide(record: Record) -> str | None:
     if record.status in ("submitting", "unknown"):
         return "unknown"
     return None
+
+
+def _layout(db: sqlite3.Connection) -> dict[str, list[str]]:
+    """Each table of the journal's schema with its columns, in order, as `db` has them."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {t: [r[0] for r in db.execute("SELECT name FROM pragma_table_info(?)", (t,))] for t in tables}
+
+
+@functools.cache
+def _expected_layout() -> dict[str, list[str]]:
+    """The tables and columns _SCHEMA makes (read from SQLite itself, so they are written once)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        return {t: c for t, c in _layout(db).items() if t != "sqlite_sequence"}
+    finally:
+        db.close()
 
 
 def _damaged(err: sqlite3.DatabaseError) -> bool:
