@@ -790,7 +790,6 @@ _UNREADABLE = "needs a destination file the process cannot read; the suite runs 
 _WATCH_RACE = (
     "needs the whole request limit to pass while the connection is being made; not reproducible without a slow network"
 )
-_TLS_POOL = "needs a TLS server: a trickling https server is not cut early; the plain-http path is tested"
 _TIMER_RACE = (
     "differs only when the timer is already firing as the request ends (cancel() has come too late); that "
     "instant cannot be arranged in a test"
@@ -805,17 +804,8 @@ NOT_TESTED: dict[str, tuple[str, str]] = {
     "kling_nb.service.client.x__causes__mutmut_5": ("while todo and len(seen) < 33:", _CAUSE_CAP),
     "kling_nb.service.client.x__read_capped__mutmut_24": ("raise _Broken(None)", _LATE_CHUNK),
     "kling_nb.service.client.x__same_bytes__mutmut_31": ("return True", _UNREADABLE),
-    "kling_nb.service.client.xǁClientǁ__init____mutmut_78": ('self.session.mount("XXhttps://XX", adapter)', _TLS_POOL),
     "kling_nb.service.client.xǁ_Deadlineǁ__exit____mutmut_1": ('self._sock = ""', _TIMER_RACE),
     "kling_nb.service.client.xǁ_Deadlineǁwatch__mutmut_3": ("_shut(None)", _WATCH_RACE),
-    "kling_nb.service.client.xǁ_WatchedAdapterǁinit_poolmanager__mutmut_6": (
-        'self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "XXhttpsXX": _WatchedHTTPSPool}',
-        _TLS_POOL,
-    ),
-    "kling_nb.service.client.xǁ_WatchedAdapterǁinit_poolmanager__mutmut_7": (
-        'self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "HTTPS": _WatchedHTTPSPool}',
-        _TLS_POOL,
-    ),
     "kling_nb.engine.journal.x__json__mutmut_2": (
         'return json.dumps(value, sort_keys=None, ensure_ascii=False, separators=(",", ":"))',
         _SORTED,

@@ -11,7 +11,8 @@ the last one repeats. An answer is a `Reply` or a function of the recorded `Requ
 returns one. A Reply can lie (a Content-Length that is not the body's), trickle (a delay before
 each piece, header lines included), stream chunked pieces, or drop the connection after reading
 the request. Every request is recorded (method, path, headers, body) before it is answered, so
-a test can count what reached the server even when the answer never arrives.
+a test can count what reached the server even when the answer never arrives. With `tls` (a
+server-side ssl context) it answers over HTTPS.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -164,7 +166,8 @@ class _Server(ThreadingHTTPServer):
 class HostileServer:
     """A loopback server answering each route with the answers the test queued for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # a server-side context: answer over HTTPS
         self.requests: list[Request] = []
         self._routes: dict[tuple[str, str], deque] = {}
         self._lock = threading.Lock()
@@ -180,7 +183,7 @@ class HostileServer:
     @property
     def url(self) -> str:
         assert self._server is not None, "use the server as a context manager"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
 
     def hits(self, method: str | None = None, path: str | None = None) -> list[Request]:
         with self._lock:
@@ -199,6 +202,10 @@ class HostileServer:
     def __enter__(self) -> HostileServer:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
+        if self.tls is not None:  # the handshake happens in the handler's thread, at its first read
+            self._server.socket = self.tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import trustme
 
 from kling_nb import errors
 from kling_nb.contract import MAX_IMAGE_BYTES, is_loopback_host
@@ -469,9 +471,29 @@ def test_a_trickled_status_body_is_cut_at_the_total_limit():
         assert server.outcome() == "broken"  # the client hung up; it did not wait for the whole body
 
 
-def test_a_trickled_reply_head_is_cut_at_the_total_limit():
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """A certificate authority of the test's own, and a server context with a certificate for
+    127.0.0.1 that it signed (trustme): (server context, CA file for the client to trust)."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return server_context, ca_file
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_trickled_reply_head_is_cut_at_the_total_limit(scheme, tls):
+    """The real service is HTTPS: the limit must cut a trickling TLS connection as it cuts a plain one."""
     head = {f"X-Slow-{i}": "1" for i in range(12)}
-    with HostileServer() as server, client(server, max_request_s=0.5) as c:
+    server_context, ca_file = tls
+    with (
+        HostileServer(tls=server_context if scheme == "https" else None) as server,
+        client(server, max_request_s=0.5) as c,
+    ):
+        assert server.url.startswith(f"{scheme}://")
+        c.session.verify = str(ca_file)  # the test's own authority, in place of the system's
         server.on(
             "GET",
             STATUS,
