@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import io
 import json
 import logging
 import pickle
@@ -18,12 +17,13 @@ import time
 import pytest
 import requests
 from PIL import Image
-from requests.adapters import BaseAdapter
 
 from kling_nb.errors import APIError, AuthError, NotSentError, QuotaError, SubmitUnknownError, TransportError
 from kling_nb.service.account import Balance
 from kling_nb.service.client import Client
 from kling_nb.sim import Faults, RateCard, SimConfig, Simulator
+
+from .scripted_transport import Scripted
 
 ROOT = "sk-ROOTtest0123456789abcdef"
 SECRET = "sk-CLIENTtest0123456789abcdef"
@@ -448,32 +448,6 @@ def test_the_balance_is_retried_through_faults(strict):
 
 
 # -- 6. scripted replies through the transport seam -----------------------------------------------
-class Scripted(BaseAdapter):
-    """Answers each request with the next item: (status, json-or-bytes, headers) or an exception."""
-
-    def __init__(self, script):
-        super().__init__()
-        self.script = list(script)
-        self.requests = []
-
-    def send(self, request, **kwargs):
-        self.requests.append(request)
-        item = self.script.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        status, payload, headers = item
-        resp = requests.Response()
-        resp.status_code = status
-        resp.headers.update({"Content-Type": "application/json", **headers})
-        resp.raw = io.BytesIO(payload if isinstance(payload, bytes) else json.dumps(payload).encode())
-        resp.request = request
-        resp.url = request.url
-        return resp
-
-    def close(self):
-        pass
-
-
 def scripted(*script, **options):
     session = requests.Session()
     adapter = Scripted(script)

@@ -3,8 +3,6 @@ transport seam (Session.mount) where a rule needs an exact sequence of failures.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import time
 from pathlib import Path
@@ -12,7 +10,6 @@ from pathlib import Path
 import pytest
 import requests
 from PIL import Image
-from requests.adapters import BaseAdapter
 
 from kling_nb.errors import (
     AuthError,
@@ -32,6 +29,7 @@ from kling_nb.service.client import Client
 from kling_nb.sim import Faults, SimConfig, Simulator
 
 from .hostile_server import tiny_mp4
+from .scripted_transport import Scripted
 
 SECRET = "sk-SECRET-123"
 BODY = {"model": "kling-video-o1", "prompt": "A kite"}
@@ -182,32 +180,6 @@ def test_expired_url():
 
 
 # -- the transport seam: exact sequences ----------------------------------------------------
-class Scripted(BaseAdapter):
-    """Answers each request with the next scripted item: (status, json, headers) or an exception."""
-
-    def __init__(self, script):
-        super().__init__()
-        self.script = list(script)
-        self.requests = []
-
-    def send(self, request, **kwargs):
-        self.requests.append(request)
-        item = self.script.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        status, payload, headers = item
-        resp = requests.Response()
-        resp.status_code = status
-        resp.headers.update({"Content-Type": "application/json", **headers})
-        resp.raw = io.BytesIO(payload if isinstance(payload, bytes) else json.dumps(payload).encode())
-        resp.request = request
-        resp.url = request.url
-        return resp
-
-    def close(self):
-        pass
-
-
 def scripted_client(script, sleeps):
     session = requests.Session()
     adapter = Scripted(script)

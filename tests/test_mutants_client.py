@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from requests.adapters import BaseAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from kling_nb.errors import (
@@ -34,42 +33,12 @@ from kling_nb.service.client import Client
 from kling_nb.service.secret import Secret
 
 from .hostile_server import tiny_mp4
+from .scripted_transport import Scripted
 
 SECRET = "sk-MUTANTtest0123456789abcdef"
 NEW = "NEWkeyAAAAbbbbCCCCddddEEEEffffGGGGhhhhIIIIjjjj"
 BODY = {"model": "kling-video-o1", "prompt": "A kite"}
 TASK = {"id": "video_1", "status": "queued", "progress": 0, "created_at": 1}
-
-
-class Scripted(BaseAdapter):
-    """Answers each request with the next item: (status, json-or-bytes, headers) or an exception."""
-
-    def __init__(self, script):
-        super().__init__()
-        self.script = list(script)
-        self.requests = []
-        self.sends = []
-
-    def send(self, request, **kwargs):
-        self.requests.append(request)
-        self.sends.append(kwargs)
-        item = self.script.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        status, payload, headers = item
-        resp = requests.Response()
-        resp.status_code = status
-        resp.headers.update({"Content-Type": "application/json", **headers})
-        if isinstance(payload, io.IOBase):
-            resp.raw = payload
-        else:
-            resp.raw = io.BytesIO(payload if isinstance(payload, bytes) else json.dumps(payload).encode())
-        resp.request = request
-        resp.url = request.url
-        return resp
-
-    def close(self):
-        pass
 
 
 def scripted(*script, **options):

@@ -4,15 +4,15 @@ values read back safely, read-only folders, and a failed write that leaves nothi
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
-import subprocess
 
 import pytest
 
 from kling_nb.engine.journal import Journal, JournalError, Record
 from kling_nb.service.status import TaskStatus
+
+from .read_only import immutable
 
 BODY = {"model": "kling-video-o1", "prompt": "A kite"}
 
@@ -26,20 +26,6 @@ def journal(tmp_path):
 
 def status(state, progress=0, task="video_1", **kw):
     return TaskStatus(id=task, status=state, progress=progress, **kw)
-
-
-@contextlib.contextmanager
-def immutable(*paths):
-    """A folder nobody may write (as a shared, read-only teaching folder is)."""
-    done = []
-    try:
-        for p in paths:
-            subprocess.run(["chattr", "+i", str(p)], check=True)
-            done.append(p)
-        yield
-    finally:
-        for p in reversed(done):
-            subprocess.run(["chattr", "-i", str(p)], check=True)
 
 
 # -- the decision --------------------------------------------------------------------------

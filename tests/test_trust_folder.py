@@ -7,9 +7,7 @@ without testing anything); every test undoes it in a `finally`."""
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import subprocess
 
 import pytest
 
@@ -20,18 +18,7 @@ from kling_nb.engine.session import Runtime
 from kling_nb.notebook import render
 from kling_nb.sim import SimConfig, Simulator
 
-
-@contextlib.contextmanager
-def immutable(*paths):
-    done = []
-    try:
-        for p in paths:
-            subprocess.run(["chattr", "+i", str(p)], check=True)
-            done.append(p)
-        yield
-    finally:
-        for p in reversed(done):
-            subprocess.run(["chattr", "-i", str(p)], check=True)
+from .read_only import immutable
 
 
 @pytest.fixture
