@@ -33,6 +33,7 @@ from kling_nb.service.client import Client
 from kling_nb.service.secret import Secret
 
 from .hostile_server import tiny_mp4
+from .leaks import frames_holding
 from .scripted_transport import Scripted
 
 SECRET = "sk-MUTANTtest0123456789abcdef"
@@ -113,15 +114,16 @@ def test_an_image_at_the_limit_is_sent_and_one_byte_more_is_not(tmp_path):
     assert len(adapter.requests) == 1
 
 
-def test_a_far_too_big_image_is_given_in_mib(tmp_path):
+@pytest.mark.parametrize("mib", [25, 20], ids=["far too big", "exactly twice the limit"])
+def test_a_far_too_big_image_is_given_in_mib(tmp_path, mib):
     client, _, _ = scripted()
     path = tmp_path / "huge.png"
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n")
-        f.truncate(25 * 1024 * 1024)
+        f.truncate(mib * 1024 * 1024)
     with pytest.raises(KlingError) as err:
         client.upload(path)
-    assert err.value.message == "huge.png is 25.0 MiB; the limit is 10,485,760 bytes (10 MiB)"
+    assert err.value.message == f"huge.png is {mib}.0 MiB; the limit is 10,485,760 bytes (10 MiB)"
 
 
 def test_an_image_that_grows_while_read_is_refused_by_what_was_read(tmp_path, monkeypatch):
@@ -582,27 +584,11 @@ def test_the_frames_of_a_refused_key_hold_no_key(monkeypatch):
     for settings in ({"api_key": bad, "environ": {}}, {"environ": {"TOAPIS_API_KEY": bad}}):
         with pytest.raises(ConfigError) as err:
             Client("https://api.example", **settings)
-        assert own_frames_holding(err.value.__traceback__, SECRET[9:]) == []
+        assert frames_holding(err.value.__traceback__, SECRET[9:], only_kling_nb=True) == []
     for settings in ({"api_key": SECRET, "environ": {}}, {"environ": {"TOAPIS_API_KEY": SECRET}}):
         with pytest.raises(ConfigError) as err:
             Client("https://", **settings)
-        assert own_frames_holding(err.value.__traceback__, SECRET) == []
-
-
-def own_frames_holding(tb, needle: str) -> list[str]:
-    found = []
-    while tb is not None:
-        frame = tb.tb_frame
-        if "kling_nb" in frame.f_code.co_filename:
-            for name, value in frame.f_locals.items():
-                try:
-                    shown = repr(value) + (repr(vars(value)) if hasattr(value, "__dict__") else "")
-                except Exception:
-                    shown = ""
-                if needle in shown:
-                    found.append(f"{frame.f_code.co_name}:{name}")
-        tb = tb.tb_next
-    return found
+        assert frames_holding(err.value.__traceback__, SECRET, only_kling_nb=True) == []
 
 
 # -- more edges -----------------------------------------------------------------------------------
@@ -627,17 +613,6 @@ def test_a_failed_upload_names_the_upload(tmp_path):
     with pytest.raises(TransportError) as err:
         client.upload(png(tmp_path))
     assert err.value.message == "upload: the connection dropped before the reply"
-
-
-def test_an_image_of_exactly_twice_the_limit_is_given_in_mib(tmp_path):
-    client, _, _ = scripted()
-    path = tmp_path / "double.png"
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n")
-        f.truncate(20 * 1024 * 1024)
-    with pytest.raises(KlingError) as err:
-        client.upload(path)
-    assert err.value.message == "double.png is 20.0 MiB; the limit is 10,485,760 bytes (10 MiB)"
 
 
 def test_a_key_creation_answered_with_a_300_is_unknown():

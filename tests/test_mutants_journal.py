@@ -318,16 +318,11 @@ def test_a_planted_label_or_body_that_is_not_a_mapping_reads_as_empty(tmp_path):
 
 
 def test_closing_the_journal_closes_what_every_thread_opened(tmp_path):
-    import threading
 
     j = Journal(tmp_path / "journal.sqlite")
     _, rec = j.begin("id1", BODY)
     fds = len(os.listdir("/proc/self/fd"))
-    threads = [threading.Thread(target=j.get, args=(rec.id,)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    read_from_four_threads(j, rec.id)
     assert len(os.listdir("/proc/self/fd")) > fds  # each worker thread has its own connection
     j.close()
     assert len(os.listdir("/proc/self/fd")) < fds  # all of them closed, the first one's too
@@ -347,7 +342,6 @@ def test_a_read_only_folder_holding_some_other_database_says_it_is_damaged(tmp_p
 
 
 def test_closing_a_read_only_journal_closes_what_every_thread_opened(tmp_path):
-    import threading
 
     folder = tmp_path / "kling_outputs"
     j = Journal(folder / "journal.sqlite")
@@ -360,11 +354,18 @@ def test_closing_a_read_only_journal_closes_what_every_thread_opened(tmp_path):
         j = Journal(folder / "journal.sqlite")
         assert j.read_only
         fds = len(os.listdir("/proc/self/fd"))
-        threads = [threading.Thread(target=j.get, args=(rec.id,)) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        read_from_four_threads(j, rec.id)
         assert len(os.listdir("/proc/self/fd")) > fds
         j.close()
         assert len(os.listdir("/proc/self/fd")) < fds
+
+
+def read_from_four_threads(journal, record_id):
+    """Four threads read the journal once each and end (each opens a connection of its own)."""
+    import threading
+
+    threads = [threading.Thread(target=journal.get, args=(record_id,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -35,6 +35,7 @@ from kling_nb.errors import (
 from kling_nb.service.client import Client
 
 from .hostile_server import HostileServer, Reply, json_reply, tiny_mp4, trickle, video_reply
+from .leaks import frames_holding
 
 SECRET = "sk-TRUSTtest0123456789abcdef"
 BODY = {"model": "kling-video-o1", "prompt": "A kite"}
@@ -165,7 +166,7 @@ def test_a_key_with_a_control_character_inside_is_refused(bad):
     for settings in ({"api_key": bad, "environ": {}}, {"environ": {"TOAPIS_API_KEY": bad}}):
         with pytest.raises(ConfigError) as err:
             Client("https://api.example", **settings)
-        assert _frames_hold(err.value.__traceback__.tb_next, SECRET[9:]) == []  # nor in any frame's locals
+        assert frames_holding(err.value.__traceback__.tb_next, SECRET[9:]) == []  # nor in any frame's locals
 
 
 def test_the_client_keeps_only_the_holder_and_sends_the_stripped_key():
@@ -183,20 +184,6 @@ def test_the_client_keeps_only_the_holder_and_sends_the_stripped_key():
     assert [r.headers["Authorization"] for r in server.requests] == [f"Bearer {SECRET}"] * 3
 
 
-def _frames_hold(tb, needle: str) -> list[str]:
-    found = []
-    while tb is not None:
-        for name, value in tb.tb_frame.f_locals.items():
-            try:
-                shown = repr(value) + (repr(vars(value)) if hasattr(value, "__dict__") else "")
-            except Exception:
-                shown = ""
-            if needle in shown:
-                found.append(f"{tb.tb_frame.f_code.co_name}:{name}")
-        tb = tb.tb_next
-    return found
-
-
 @pytest.mark.parametrize(
     "url",
     ["http://127.0.0.1:99999", "http://127.0.0.1:port", "https://", "https:///v1", "http://:80", "http://127.0.0.1:0"],
@@ -211,7 +198,7 @@ def test_a_bad_base_url_is_one_line_and_no_frame_holds_the_key(url, how):
         Client(url, **settings)
     assert "\n" not in err.value.message and SECRET not in err.value.message
     # what `%xmode Verbose` would print: every kling_nb frame's locals (not this test's own)
-    assert _frames_hold(err.value.__traceback__.tb_next, SECRET) == []
+    assert frames_holding(err.value.__traceback__.tb_next, SECRET) == []
     assert err.value.__context__ is None or err.value.__suppress_context__
 
 
